@@ -1,0 +1,97 @@
+/// The logical input a rule names (`orders.payment_failed`), whatever the physical topic is called.
+public enum LogicalTopic: String, Sendable, CaseIterable {
+    case orders
+    case behavior
+}
+
+/// One validated input event (SPEC §2).
+public struct Event: Sendable, Equatable {
+    public var topic: LogicalTopic
+    public var eventID: String
+    public var type: String
+    public var shopID: String
+    public var userID: String
+    public var occurredAt: Timestamp
+    /// The whole JSON object as received, required fields included; rules and templates
+    /// read `event.<path>` from it.
+    public var body: JSONObject
+
+    public init(topic: LogicalTopic, eventID: String, type: String, shopID: String, userID: String,
+                occurredAt: Timestamp, body: JSONObject) {
+        self.topic = topic
+        self.eventID = eventID
+        self.type = type
+        self.shopID = shopID
+        self.userID = userID
+        self.occurredAt = occurredAt
+        self.body = body
+    }
+
+    /// `orders.payment_failed`
+    public var name: String { "\(topic.rawValue).\(type)" }
+}
+
+/// Why an input message was not accepted as an event. `reason` is what dashboards group
+/// by; `detail` says exactly what was wrong.
+public struct EventRejection: Error, Sendable, Equatable, CustomStringConvertible {
+    public var reason: String
+    public var detail: String
+
+    public init(_ reason: String, _ detail: String) {
+        self.reason = reason
+        self.detail = detail
+    }
+
+    /// `missing_field: user_id is required`
+    public var description: String { "\(reason): \(detail)" }
+}
+
+public enum EventDecoder {
+    /// SPEC §2: at most 1 MiB per message.
+    public static let maxBytes = 1 << 20
+
+    static let requiredStrings = ["event_id", "type", "shop_id", "user_id"]
+
+    public static func decode(_ bytes: [UInt8], topic: LogicalTopic) -> Result<Event, EventRejection> {
+        if bytes.isEmpty { return .failure(EventRejection("empty", "the message has no bytes")) }
+        if bytes.count > maxBytes {
+            return .failure(EventRejection("too_large", "\(bytes.count) bytes, the limit is \(maxBytes)"))
+        }
+        let value: JSONValue
+        do {
+            value = try JSONParser.parse(bytes)
+        } catch {
+            return .failure(EventRejection("invalid_json", error.description))
+        }
+        guard case .object(let object) = value else {
+            return .failure(EventRejection("not_an_object", "the message is a JSON \(value.typeName), not an object"))
+        }
+        var strings: [String] = []
+        strings.reserveCapacity(4)
+        for field in requiredStrings {
+            guard let v = object[field] else {
+                return .failure(EventRejection("missing_field", "\(field) is required"))
+            }
+            guard case .string(let s) = v else {
+                return .failure(EventRejection("wrong_type", "\(field) must be a string, not \(v.typeName)"))
+            }
+            guard !s.isEmpty else {
+                return .failure(EventRejection("wrong_type", "\(field) must not be empty"))
+            }
+            strings.append(s)
+        }
+        guard let rawTime = object["occurred_at"] else {
+            return .failure(EventRejection("missing_field", "occurred_at is required"))
+        }
+        guard case .string(let timeText) = rawTime else {
+            return .failure(EventRejection("wrong_type", "occurred_at must be an RFC 3339 string, not \(rawTime.typeName)"))
+        }
+        guard let occurredAt = Timestamp(rfc3339: timeText) else {
+            return .failure(EventRejection(
+                "bad_timestamp",
+                "occurred_at \"\(timeText.prefix(64))\" is not an RFC 3339 timestamp in years \(Timestamp.acceptedYears)"))
+        }
+        return .success(Event(topic: topic, eventID: strings[0], type: strings[1], shopID: strings[2],
+                              userID: strings[3], occurredAt: occurredAt, body: object))
+    }
+}

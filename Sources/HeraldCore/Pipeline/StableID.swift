@@ -1,0 +1,59 @@
+/// Deterministic identifiers. The same inputs give the same id in every process, on every
+/// run and at any worker count, which is what makes replays and crash recovery idempotent.
+public enum StableID {
+    /// A 128-bit hash of the parts, as 32 lowercase hex digits. Parts are separated by a
+    /// unit separator so that ("ab", "c") and ("a", "bc") differ.
+    public static func make(_ parts: [String]) -> String {
+        var h = Hasher128()
+        for (i, part) in parts.enumerated() {
+            if i > 0 { h.add(0x1F) }
+            for b in part.utf8 { h.add(b) }
+        }
+        return h.hex
+    }
+
+    /// A uniformly distributed 64-bit value for the parts (A/B assignment and the like).
+    public static func hash64(_ parts: [String]) -> UInt64 {
+        var h = Hasher128()
+        for (i, part) in parts.enumerated() {
+            if i > 0 { h.add(0x1F) }
+            for b in part.utf8 { h.add(b) }
+        }
+        return h.finish().0
+    }
+}
+
+/// Two FNV-1a lanes with different seeds, each finished with a SplitMix64 avalanche.
+/// Not cryptographic; it only has to be stable and well spread.
+struct Hasher128 {
+    private var a: UInt64 = 0xcbf2_9ce4_8422_2325
+    private var b: UInt64 = 0x6c62_272e_07bb_0142
+    private var length: UInt64 = 0
+
+    mutating func add(_ byte: UInt8) {
+        a = (a ^ UInt64(byte)) &* 0x0000_0100_0000_01B3
+        b = (b ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 ^ (b >> 29)
+        length &+= 1
+    }
+
+    func finish() -> (UInt64, UInt64) {
+        (Hasher128.mix(a ^ length), Hasher128.mix(b &+ Hasher128.mix(a) &+ length))
+    }
+
+    var hex: String {
+        let (x, y) = finish()
+        return Hasher128.hex16(x) + Hasher128.hex16(y)
+    }
+
+    static func mix(_ value: UInt64) -> UInt64 {
+        var z = value &+ 0x9E37_79B9_7F4A_7C15
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    static func hex16(_ v: UInt64) -> String {
+        let s = String(v, radix: 16)
+        return String(repeating: "0", count: 16 - s.count) + s
+    }
+}

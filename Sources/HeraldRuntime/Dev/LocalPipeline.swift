@@ -1,0 +1,128 @@
+import Foundation
+import HeraldCore
+import HeraldKafka
+import HeraldPostgres
+import Logging
+
+/// The whole pipeline on one machine: a `herald broker` process, PostgreSQL (given or
+/// throwaway), and the three workers as separate processes. Used by `herald dev` and the
+/// end-to-end tests.
+public final class LocalPipeline {
+    public let workDirectory: String
+    public let partitions: Int
+    public private(set) var bootstrapServers = ""
+    public private(set) var postgres = ""
+    public let rulesPath: String
+    public let logger: Logger
+    public private(set) var broker: ManagedProcess?
+    public private(set) var workers: [ManagedProcess] = []
+    /// The PostgreSQL server this pipeline started, if it started one.
+    public private(set) var throwaway: ThrowawayPostgres?
+    private var workerCount = 0
+
+    /// `rules` is the rules file's text; it is written into the work directory.
+    public init(rules: String, partitions: Int = 8, logger: Logger) throws {
+        workDirectory = (NSTemporaryDirectory() as NSString).appendingPathComponent("herald-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(atPath: workDirectory, withIntermediateDirectories: true)
+        rulesPath = (workDirectory as NSString).appendingPathComponent("rules.yaml")
+        try rules.write(toFile: rulesPath, atomically: true, encoding: .utf8)
+        self.partitions = partitions
+        self.logger = logger
+    }
+
+    /// Starts the broker (creating every topic) and PostgreSQL (HERALD_POSTGRES, or a
+    /// throwaway server), and migrates the schema.
+    public func startInfrastructure(timeout: Double = 30) throws {
+        let bootstrapFile = (workDirectory as NSString).appendingPathComponent("bootstrap")
+        broker = try ManagedProcess(
+            name: "broker", executable: Executables.path("herald"),
+            arguments: ["broker", "--partitions", String(partitions), "--bootstrap-file", bootstrapFile],
+            logDirectory: workDirectory)
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if let text = try? String(contentsOfFile: bootstrapFile, encoding: .utf8), !text.isEmpty {
+                bootstrapServers = text.trimmingCharacters(in: .whitespacesAndNewlines)
+                break
+            }
+            guard broker?.isRunning == true else { throw WorkerError.configuration("broker exited:\n\(broker?.log ?? "")") }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        guard !bootstrapServers.isEmpty else { throw WorkerError.configuration("broker did not start in \(timeout)s") }
+
+        if let given = ProcessInfo.processInfo.environment["HERALD_POSTGRES"], !given.isEmpty {
+            postgres = given
+        } else {
+            let pg = try ThrowawayPostgres()
+            throwaway = pg
+            postgres = pg.conninfo
+        }
+        let conn = try PostgresConnection(postgres, logger: logger)
+        try Migrator(schema: schema).migrate(conn, logger: logger)
+    }
+
+    /// Each pipeline gets its own schema so runs never see each other's rows.
+    public lazy var schema: String = "herald_" + String(UUID().uuidString.lowercased().filter(\.isHexDigit).prefix(10))
+
+    public var environment: [String: String] {
+        // The mock cluster holds a rebalance for session.timeout.ms minus 1 s when a member
+        // joins or leaves a non-empty group: a short session keeps scaling tests quick.
+        ["HERALD_BROKERS": bootstrapServers, "HERALD_POSTGRES": postgres, "HERALD_RULES": rulesPath,
+         "HERALD_SCHEMA": schema,
+         "HERALD_KAFKA_PROPERTIES": "session.timeout.ms=6000;heartbeat.interval.ms=500"]
+    }
+
+    @discardableResult
+    public func startWorker(_ executable: String, arguments: [String] = []) throws -> ManagedProcess {
+        workerCount += 1
+        let p = try ManagedProcess(name: "\(executable)-\(workerCount)", executable: Executables.path(executable),
+                                   arguments: arguments, environment: environment, logDirectory: workDirectory)
+        workers.append(p)
+        return p
+    }
+
+    public func startWorkers() throws {
+        for w in ["herald-trigger", "herald-shaper", "herald-sink"] { try startWorker(w) }
+    }
+
+    public func connect() throws -> PostgresConnection {
+        try PostgresConnection(postgres, logger: logger)
+    }
+
+    public func producer() throws -> KafkaProducer {
+        try KafkaProducer(config: KafkaClientConfig(brokers: bootstrapServers), logger: logger)
+    }
+
+    /// Polls `body` until it returns true or `timeout` passes; `progress` is called each round.
+    public func await(timeout: Double, every interval: Double = 0.25, _ body: () throws -> Bool) throws -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if try body() { return true }
+            for w in workers where !w.isRunning && w.exitCode != 0 {
+                throw WorkerError.configuration("\(w.name) exited with \(w.exitCode ?? -1):\n\(w.log.suffix(4000))")
+            }
+            Thread.sleep(forTimeInterval: interval)
+        }
+        return false
+    }
+
+    /// Stops workers (SIGTERM), the broker and a throwaway PostgreSQL; returns the workers' exit codes.
+    @discardableResult
+    public func stop(keepFiles: Bool = false) -> [String: Int32] {
+        var codes: [String: Int32] = [:]
+        for w in workers { codes[w.name] = w.stop() }
+        workers = []
+        broker?.stop()
+        broker = nil
+        throwaway?.stop()
+        throwaway = nil
+        if !keepFiles { try? FileManager.default.removeItem(atPath: workDirectory) }
+        return codes
+    }
+
+    deinit { stop(keepFiles: true) }
+
+    /// The last lines of every process's log, for failure messages.
+    public var logs: String {
+        ([broker].compactMap { $0 } + workers).map { "== \($0.name)\n\($0.log.suffix(3000))" }.joined(separator: "\n")
+    }
+}

@@ -1,0 +1,161 @@
+import Foundation
+import HeraldCore
+import HeraldKafka
+import HeraldPostgres
+import Logging
+
+/// Opens a PostgreSQL connection, waiting with backoff while the server is unreachable.
+enum PostgresWait {
+    static func connect(_ conninfo: String?, logger: Logger, stop: StopSignal) throws -> PostgresConnection? {
+        guard let conninfo else {
+            throw WorkerError.configuration("no PostgreSQL: pass --postgres or set HERALD_POSTGRES")
+        }
+        var backoff = Backoff(initial: 0.5, max: 10)
+        while !stop.isSet {
+            do {
+                return try PostgresConnection(conninfo, logger: logger)
+            } catch {
+                let delay = backoff.take()
+                logger.warning("waiting for PostgreSQL", metadata: [
+                    "postgres": "\(Redaction.postgres(conninfo))", "error": "\(error)", "retry_in_s": "\(delay)",
+                ])
+                stop.sleep(delay)
+            }
+        }
+        return nil
+    }
+}
+
+/// herald-sink: herald.outcomes + herald.deadletter → PostgreSQL, in batches. Offsets are
+/// committed to Kafka only after the batch's transaction has committed.
+public enum SinkStage {
+    public static let name = "herald-sink"
+
+    /// How long a batch is held open for more messages.
+    static let flushInterval: Duration = .milliseconds(200)
+
+    public static func run(config: WorkerConfig, logger: Logger, stop: StopSignal) throws {
+        let topics = config.topics
+        guard var conn = try PostgresWait.connect(config.postgres, logger: logger, stop: stop) else { return }
+        let writer = SinkWriter(schema: config.schema)
+        let migrator = Migrator(schema: config.schema)
+        var version = try migrator.currentVersion(conn)
+        while version < Migrator.latestVersion, !stop.isSet {
+            logger.warning("waiting for the schema: run `herald migrate`", metadata: [
+                "schema": "\(config.schema)", "have": "\(version)", "need": "\(Migrator.latestVersion)",
+            ])
+            stop.sleep(2)
+            version = try migrator.currentVersion(conn)
+        }
+        try writer.prepare(conn)
+        _ = try TopicCheck.waitForTopics([topics.outcomes, topics.deadletter], coPartitioned: false,
+                                         config: config, logger: logger, stop: stop)
+        var backoff = Backoff()
+        var firstSession = true
+        while !stop.isSet {
+            do {
+                let consumer = try KafkaConsumer(
+                    config: config.kafka, groupID: config.group, topics: [topics.outcomes, topics.deadletter],
+                    logger: logger,
+                    onRebalance: { event in
+                        logger.info("rebalance", metadata: ["event": "\(event)"])
+                        return [:]
+                    })
+                // A consumer that cannot be created on the first try is misconfigured.
+                firstSession = false
+                defer { consumer.close() }
+                try session(consumer: consumer, conn: &conn, writer: writer, config: config, logger: logger, stop: stop)
+                backoff = Backoff()
+            } catch let error as WorkerError {
+                throw error
+            } catch {
+                if firstSession { throw error }
+                let delay = backoff.take()
+                logger.error("sink session failed; resuming from committed offsets", metadata: [
+                    "error": "\(error)", "retry_in_s": "\(delay)",
+                ])
+                stop.sleep(delay)
+                if !conn.isHealthy {
+                    guard let c = try PostgresWait.connect(config.postgres, logger: logger, stop: stop) else { return }
+                    conn = c
+                    try writer.prepare(conn)
+                }
+            }
+        }
+    }
+
+    private static func session(consumer: KafkaConsumer, conn: inout PostgresConnection, writer: SinkWriter,
+                                config: WorkerConfig, logger: Logger, stop: StopSignal) throws {
+        let topics = config.topics
+        var outcomes: [Outcome] = []
+        var letters: [DeadLetter] = []
+        var offsets: [TopicPartition: Int64] = [:]
+        var count = 0
+        while !stop.isSet {
+            // Gather a batch: up to batchSize messages or flushInterval after the first.
+            let clock = ContinuousClock()
+            var deadline: ContinuousClock.Instant?
+            while count < config.batchSize, !stop.isSet {
+                let wait: Duration = deadline.map { max(.zero, $0 - clock.now) } ?? .milliseconds(100)
+                if deadline != nil, wait == .zero { break }
+                let messages = try consumer.poll(maxMessages: config.batchSize - count, timeout: wait)
+                if messages.isEmpty {
+                    if deadline == nil { continue } else { break }
+                }
+                if deadline == nil { deadline = clock.now + flushInterval }
+                for m in messages {
+                    count += 1
+                    offsets[TopicPartition(m.topic, m.partition)] = m.offset + 1
+                    if m.topic == topics.outcomes {
+                        do throws(MessageDecodingError) {
+                            outcomes.append(try Outcome(json: m.value))
+                        } catch {
+                            letters.append(DeadLetter(stage: name, reason: "invalid_outcome", detail: error.message,
+                                                      sourceTopic: m.topic, sourcePartition: m.partition,
+                                                      sourceOffset: m.offset, payload: m.value, receivedAt: .now))
+                        }
+                    } else {
+                        do throws(MessageDecodingError) {
+                            letters.append(try DeadLetter(json: m.value))
+                        } catch {
+                            letters.append(DeadLetter(stage: name, reason: "invalid_dead_letter", detail: error.message,
+                                                      sourceTopic: m.topic, sourcePartition: m.partition,
+                                                      sourceOffset: m.offset, payload: m.value, receivedAt: .now))
+                        }
+                    }
+                }
+            }
+            if count == 0 { continue }
+            try writeWithRetry(outcomes: outcomes, letters: letters, conn: &conn, writer: writer, config: config,
+                               logger: logger, stop: stop)
+            try consumer.commit(offsets)
+            logger.debug("batch written", metadata: ["outcomes": "\(outcomes.count)", "dead_letters": "\(letters.count)"])
+            outcomes.removeAll(keepingCapacity: true)
+            letters.removeAll(keepingCapacity: true)
+            offsets.removeAll(keepingCapacity: true)
+            count = 0
+        }
+    }
+
+    /// Retries a failed batch for a while (the consumer keeps its partitions); past that the
+    /// session ends, the consumer leaves the group, and the batch is re-read after recovery.
+    private static func writeWithRetry(outcomes: [Outcome], letters: [DeadLetter], conn: inout PostgresConnection,
+                                       writer: SinkWriter, config: WorkerConfig, logger: Logger, stop: StopSignal) throws {
+        var backoff = Backoff(initial: 0.2, max: 5)
+        let giveUp = Date().addingTimeInterval(30)
+        while true {
+            do {
+                try writer.write(outcomes: outcomes, deadLetters: letters, on: conn)
+                return
+            } catch let error as PostgresError {
+                guard Date() < giveUp, !stop.isSet else { throw error }
+                let delay = backoff.take()
+                logger.warning("batch write failed; retrying", metadata: ["error": "\(error)", "retry_in_s": "\(delay)"])
+                stop.sleep(delay)
+                if error.isConnectionFailure || !conn.isHealthy {
+                    if (try? conn.reconnect()) != nil { try? writer.prepare(conn) }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,58 @@
+import Foundation
+import Synchronization
+
+/// Set once to ask a blocking loop to finish its batch and stop.
+public final class StopSignal: Sendable {
+    private let flag = Atomic<Bool>(false)
+
+    public init() {}
+
+    public var isSet: Bool { flag.load(ordering: .acquiring) }
+
+    public func set() { flag.store(true, ordering: .releasing) }
+
+    /// Sleeps up to `seconds`, waking early when stopped; returns false when stopped.
+    @discardableResult
+    public func sleep(_ seconds: Double) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if isSet { return false }
+            Thread.sleep(forTimeInterval: min(0.05, max(0, deadline.timeIntervalSinceNow)))
+        }
+        return !isSet
+    }
+}
+
+/// Exponential backoff with a ceiling, for waiting on a dependency that is down.
+public struct Backoff: Sendable {
+    public var next: Double
+    public let max: Double
+
+    public init(initial: Double = 0.2, max: Double = 10) {
+        self.next = initial
+        self.max = max
+    }
+
+    public mutating func take() -> Double {
+        let d = next
+        next = Swift.min(next * 2, max)
+        return d
+    }
+}
+
+/// Runs blocking work (librdkafka poll, libpq calls) on its own thread, off Swift's
+/// cooperative pool, and awaits its result.
+public func runOnDedicatedThread<T: Sendable>(name: String, _ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        let thread = Thread {
+            do {
+                continuation.resume(returning: try body())
+            } catch {
+                continuation.resume(throwing: error)
+            }
+        }
+        thread.name = name
+        thread.stackSize = 8 << 20
+        thread.start()
+    }
+}

@@ -1,0 +1,91 @@
+import ArgumentParser
+import Foundation
+import HeraldCore
+import HeraldKafka
+import HeraldPostgres
+import HeraldRuntime
+import Logging
+
+struct MigrateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "migrate", abstract: "Create or upgrade the PostgreSQL schema (versioned, idempotent).")
+
+    @OptionGroup var options: WorkerOptions
+
+    func run() throws {
+        let config = try options.resolve(stage: "herald-migrate")
+        HeraldLogging.bootstrap(level: config.logLevel)
+        let logger = Logger(label: "herald-migrate")
+        guard let conninfo = config.postgres else {
+            throw ValidationError("no PostgreSQL: pass --postgres or set HERALD_POSTGRES")
+        }
+        let conn = try PostgresConnection(conninfo, logger: logger)
+        let migrator = Migrator(schema: config.schema)
+        let applied = try migrator.migrate(conn, logger: logger)
+        let version = try migrator.currentVersion(conn)
+        if applied.isEmpty {
+            print("schema \(config.schema) is up to date at version \(version)")
+        } else {
+            print("schema \(config.schema) migrated to version \(version) (applied \(applied.map(String.init).joined(separator: ", ")))")
+        }
+    }
+}
+
+struct TopicsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "topics", abstract: "Manage Herald's Kafka topics.", subcommands: [Create.self])
+
+    struct Create: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create orders, behavior and the herald topics with the same partition count.")
+
+        @Option(help: "Partitions of every topic.")
+        var partitions: Int32
+
+        @OptionGroup var options: WorkerOptions
+
+        func run() throws {
+            let config = try options.resolve(stage: "herald-topics")
+            HeraldLogging.bootstrap(level: config.logLevel)
+            guard partitions > 0 else { throw ValidationError("--partitions must be positive") }
+            let admin = try KafkaAdmin(config: config.kafka, logger: Logger(label: "herald-topics"))
+            try admin.createTopics(config.topics.all.map { (name: $0, partitions: partitions) }, timeout: .seconds(30))
+            for t in config.topics.all { print("\(t): \(partitions) partitions") }
+        }
+    }
+}
+
+struct RulesCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rules", abstract: "Work with rules files.", subcommands: [Check.self])
+
+    struct Check: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Validate a rules file or directory: every error with file:line:column; non-zero exit on any.")
+
+        @Argument(help: "Rules file, or a directory of .yaml files merged by id.")
+        var path: String
+
+        func run() throws {
+            let sources: [RulesLoader.Source]
+            do {
+                sources = try RulesFiles.sources(at: path)
+            } catch {
+                Console.error("\(error)")
+                throw ExitCode(2)
+            }
+            switch RulesLoader.load(sources) {
+            case .failure(let error):
+                Console.error(error.description)
+                Console.error("\(error.diagnostics.count) error\(error.diagnostics.count == 1 ? "" : "s")")
+                throw ExitCode(1)
+            case .success(let rules):
+                print("ok: \(rules.rules.count) rules, \(rules.templates.count) templates, version \(rules.version)")
+                for rule in rules.rules {
+                    let shops = rule.shops.map { " shops=\($0.sorted().joined(separator: ","))" } ?? ""
+                    print("  \(rule.id): on \(rule.on.map(\.description).joined(separator: ", ")) → \(rule.notify.template) [\(rule.notify.priority.rawValue)]\(shops)")
+                }
+            }
+        }
+    }
+}

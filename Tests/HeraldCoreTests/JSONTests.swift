@@ -1,0 +1,64 @@
+import Testing
+@testable import HeraldCore
+
+@Suite struct JSONParserTests {
+    @Test func parsesEveryKindOfValue() throws {
+        let v = try JSONParser.parse(#"{"a":1,"b":-2.5e3,"c":"x\"y\u00e9\ud83d\ude00","d":[true,false,null],"e":{"f":"中文"}}"#)
+        guard case .object(let o) = v else { Issue.record("not an object"); return }
+        #expect(o.keys == ["a", "b", "c", "d", "e"])
+        #expect(o["a"] == .int(1))
+        #expect(o["b"] == .double(-2500))
+        #expect(o["c"] == .string("x\"yé😀"))
+        #expect(o["d"] == .array([.bool(true), .bool(false), .null]))
+        #expect(v[path: "e.f"] == .string("中文"))
+        #expect(v[path: "e.g"] == nil)
+    }
+
+    @Test(arguments: [
+        ("", "unexpected end of input"),
+        ("{", "unexpected end of input"),
+        (#"{"a":1,"a":2}"#, "duplicate key \"a\""),
+        (#"{"a":1} x"#, "unexpected data after the JSON value"),
+        (#"{"a":"\u0000"}"#, "NUL character (\\u0000) in string"),
+        (#"{"a":"\ud800"}"#, "lone surrogate in \\u escape"),
+        (#"{"a":01}"#, "expected ',' or '}'"),
+        (#"{"a":1e999}"#, "number out of range"),
+        (#"{'a':1}"#, "expected a string key"),
+        (#"{"a":tru}"#, "invalid literal"),
+    ])
+    func rejects(input: String, message: String) {
+        #expect(throws: JSONParseError.self) { try JSONParser.parse(input) }
+        do {
+            _ = try JSONParser.parse(input)
+        } catch {
+            #expect(error.message == message)
+        }
+    }
+
+    @Test func rejectsInvalidUTF8AndRawControlCharacters() {
+        #expect(throws: JSONParseError(message: "invalid UTF-8 in string", offset: 2)) {
+            try JSONParser.parse([0x7B, 0x22, 0xFF, 0x22, 0x3A, 0x31, 0x7D])
+        }
+        #expect(throws: JSONParseError.self) { try JSONParser.parse([0x22, 0x61, 0x00, 0x22]) }
+        #expect(throws: JSONParseError.self) { try JSONParser.parse(Array("\"a\nb\"".utf8)) }
+    }
+
+    @Test func limitsNesting() throws {
+        let ok = String(repeating: "[", count: 64) + String(repeating: "]", count: 64)
+        _ = try JSONParser.parse(ok)
+        let deep = String(repeating: "[", count: 65) + String(repeating: "]", count: 65)
+        #expect(throws: JSONParseError.self) { try JSONParser.parse(deep) }
+        let veryDeep = String(repeating: "[", count: 100_000)
+        #expect(throws: JSONParseError.self) { try JSONParser.parse(veryDeep) }
+    }
+
+    @Test func writerRoundTripsThroughParser() throws {
+        let original = JSONValue.object(JSONObject([
+            ("s", .string("tab\there \"quoted\" back\\slash \u{1} 中文")), ("i", .int(-42)), ("d", .double(0.25)),
+            ("n", .null), ("a", .array([.bool(true), .object(JSONObject([("k", .string("v"))]))])),
+        ]))
+        let text = original.jsonString
+        #expect(text.contains("\\u0001"))
+        #expect(try JSONParser.parse(text) == original)
+    }
+}

@@ -1,0 +1,105 @@
+import Testing
+@testable import HeraldCore
+
+@Suite struct TriggerAndShaperTests {
+    static let rules = try! RulesLoader.load(yaml: """
+    defaults: { timezone: Asia/Shanghai }
+    templates:
+      refund_notice:
+        title: "Order {{ event.order_id }}"
+        body: "Hi {{ user.nickname | default: 'there' }}, payment for {{ event.order_id }} failed."
+      code: { body: "Your code: {{ event.card_code | mask }}" }
+    rules:
+      - id: payment-failed
+        on: orders.payment_failed
+        notify: { template: refund_notice, priority: high, escalate: true, tags: [billing] }
+      - id: code
+        on: orders.card_delivered
+        shops: [s1]
+        notify: { template: code }
+    """).get()
+
+    func event(_ type: String, shop: String = "s1", id: String = "e1", extra: String = #","order_id":"o1""#) -> Event {
+        let text = #"{"event_id":"\#(id)","type":"\#(type)","shop_id":"\#(shop)","user_id":"u1","occurred_at":"2026-11-25T08:00:00Z"\#(extra)}"#
+        return try! EventDecoder.decode(Array(text.utf8), topic: .orders).get()
+    }
+
+    @Test func immediateRuleFiresOnceWithADeterministicID() throws {
+        var engine = TriggerEngine(rules: Self.rules)
+        let candidates = engine.process(event("payment_failed"))
+        #expect(candidates.count == 1)
+        let c = try #require(candidates.first)
+        #expect(c.ruleID == "payment-failed")
+        #expect(c.id == Candidate.notificationID(ruleID: "payment-failed", shopID: "s1", userID: "u1", triggerEventID: "e1", ordinal: 0))
+        #expect(c.id.count == 32)
+        #expect(c.priority == .high)
+        #expect(c.channels == ["in_app"])
+        #expect(c.triggerEventIDs == ["e1"])
+        #expect(c.firedAt == c.eventTime)
+        // Same event again, in another engine: same id.
+        var other = TriggerEngine(rules: Self.rules)
+        #expect(other.process(event("payment_failed")).map(\.id) == [c.id])
+        #expect(other.process(event("payment_failed", id: "e2")).map(\.id) != [c.id])
+    }
+
+    @Test func rulesMatchOnlyTheirEventsAndShops() {
+        var engine = TriggerEngine(rules: Self.rules)
+        #expect(engine.process(event("order_paid")).isEmpty)
+        #expect(engine.process(event("card_delivered", shop: "s2", extra: #","card_code":"ABCD1234WXYZ""#)).isEmpty)
+        #expect(engine.process(event("card_delivered", extra: #","card_code":"ABCD1234WXYZ""#)).map(\.ruleID) == ["code"])
+    }
+
+    @Test func shaperRendersAndSends() throws {
+        var engine = TriggerEngine(rules: Self.rules)
+        var shaper = Shaper(rules: Self.rules)
+        let c = engine.process(event("payment_failed"))[0]
+        let outcomes = shaper.process(c)
+        #expect(outcomes.count == 1)
+        let o = outcomes[0]
+        #expect(o.status == .sent)
+        #expect(o.reason == nil)
+        #expect(o.notificationID == c.id)
+        #expect(o.title == "Order o1")
+        #expect(o.body == "Hi there, payment for o1 failed.")
+        #expect(o.escalated)
+        #expect(o.tags == ["billing"])
+        #expect(o.decidedAt == c.firedAt)
+        #expect(o.rulesVersion == Self.rules.version)
+    }
+
+    @Test func missingVariableFails() throws {
+        var engine = TriggerEngine(rules: Self.rules)
+        var shaper = Shaper(rules: Self.rules)
+        let c = engine.process(event("payment_failed", extra: ""))[0]
+        let o = shaper.process(c)[0]
+        #expect(o.status == .failed)
+        #expect(o.reason == "missing_variable:event.order_id")
+        #expect(o.body == nil)
+        #expect(o.escalated == false)
+    }
+
+    @Test func messagesRoundTripThroughJSON() throws {
+        var engine = TriggerEngine(rules: Self.rules)
+        var shaper = Shaper(rules: Self.rules)
+        let c = engine.process(event("payment_failed"))[0]
+        #expect(try Candidate(json: c.json) == c)
+        var o = shaper.process(c)[0]
+        o.dueAt = Timestamp(rfc3339: "2026-11-26T00:00:00Z")
+        o.variant = "B"
+        #expect(try Outcome(json: o.json) == o)
+        let text = String(decoding: o.json, as: UTF8.self)
+        #expect(text.hasPrefix(#"{"kind":"outcome","notification_id":""#))
+        #expect(text.contains(#""event_time":"2026-11-25T08:00:00Z""#))
+        let letter = DeadLetter(stage: "herald-trigger", reason: "invalid_json", detail: "x", sourceTopic: "orders",
+                                sourcePartition: 3, sourceOffset: 99, payload: [0, 1, 255], receivedAt: .init(seconds: 5))
+        #expect(try DeadLetter(json: letter.json) == letter)
+        #expect(throws: MessageDecodingError("kind is \"outcome\", expected \"candidate\"")) { try Candidate(json: o.json) }
+    }
+
+    @Test func deadLettersKeepAtMost64KiB() {
+        let letter = DeadLetter(stage: "s", reason: "too_large", detail: "", sourceTopic: "orders", sourcePartition: 0,
+                                sourceOffset: 0, payload: [UInt8](repeating: 65, count: 2 << 20), receivedAt: .init(seconds: 0))
+        #expect(letter.payload.count == 65_536)
+        #expect(letter.payloadSize == 2 << 20)
+    }
+}
