@@ -106,22 +106,15 @@ public enum SinkStage {
                 for m in messages {
                     count += 1
                     offsets[TopicPartition(m.topic, m.partition)] = m.offset + 1
-                    if m.topic == topics.outcomes {
-                        do throws(MessageDecodingError) {
+                    do throws(MessageDecodingError) {
+                        if m.topic == topics.outcomes {
                             outcomes.append(try Outcome(json: m.value))
-                        } catch {
-                            letters.append(DeadLetter(stage: name, reason: "invalid_outcome", detail: error.message,
-                                                      sourceTopic: m.topic, sourcePartition: m.partition,
-                                                      sourceOffset: m.offset, payload: m.value, receivedAt: .now))
-                        }
-                    } else {
-                        do throws(MessageDecodingError) {
+                        } else {
                             letters.append(try DeadLetter(json: m.value))
-                        } catch {
-                            letters.append(DeadLetter(stage: name, reason: "invalid_dead_letter", detail: error.message,
-                                                      sourceTopic: m.topic, sourcePartition: m.partition,
-                                                      sourceOffset: m.offset, payload: m.value, receivedAt: .now))
                         }
+                    } catch {
+                        let reason = m.topic == topics.outcomes ? "invalid_outcome" : "invalid_dead_letter"
+                        letters.append(DeadLetter(stage: name, reason: reason, detail: error.message, message: m))
                     }
                 }
             }

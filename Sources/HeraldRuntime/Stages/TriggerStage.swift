@@ -20,9 +20,7 @@ public enum TriggerStage {
                     "topic": "\(message.topic)", "partition": "\(message.partition)",
                     "offset": "\(message.offset)", "reason": "\(rejection)",
                 ])
-                let letter = DeadLetter(stage: name, reason: rejection.reason, detail: rejection.detail,
-                                        sourceTopic: message.topic, sourcePartition: message.partition,
-                                        sourceOffset: message.offset, payload: message.value, receivedAt: .now)
+                let letter = DeadLetter(stage: name, reason: rejection.reason, detail: rejection.detail, message: message)
                 out.append(OutputRecord(topic: topics.deadletter, key: message.key, value: letter.json))
             case .success(let event):
                 for candidate in engine.process(event) {
@@ -47,9 +45,7 @@ public enum ShaperStage {
             do throws(MessageDecodingError) {
                 candidate = try Candidate(json: message.value)
             } catch {
-                let letter = DeadLetter(stage: name, reason: "invalid_candidate", detail: error.message,
-                                        sourceTopic: message.topic, sourcePartition: message.partition,
-                                        sourceOffset: message.offset, payload: message.value, receivedAt: .now)
+                let letter = DeadLetter(stage: name, reason: "invalid_candidate", detail: error.message, message: message)
                 out.append(OutputRecord(topic: topics.deadletter, key: message.key, value: letter.json))
                 return
             }
