@@ -26,6 +26,10 @@ struct DevCommand: ParsableCommand {
     var keep = false
 
     func run() throws {
+        try withLargeStack { try runPipeline() }
+    }
+
+    func runPipeline() throws {
         HeraldLogging.bootstrap(level: "warning")
         let logger = Logger(label: "herald-dev")
         let started = Date()

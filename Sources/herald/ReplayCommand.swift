@@ -26,6 +26,10 @@ struct ReplayCommand: ParsableCommand {
     var until: String?
 
     func run() throws {
+        try withLargeStack { try replay() }
+    }
+
+    func replay() throws {
         let ruleSet: RuleSet
         do {
             ruleSet = try RulesFiles.load(rules)

@@ -100,3 +100,18 @@ struct FakeContext: EvaluationContext {
         #expect(throws: Never.self) { try ExpressionParser.parse(ok) }
     }
 }
+
+@Suite struct HashSet128Tests {
+    @Test func behavesLikeASet() {
+        var ours = HashSet128()
+        var reference = Set<[UInt64]>()
+        var rng = SplitMix64(seed: 3)
+        for _ in 0..<50_000 {
+            let a = rng.next() % 5000, b = rng.next() % 3
+            #expect(ours.insert(a, b) == reference.insert([a, b]).inserted)
+        }
+        #expect(ours.count == reference.count)
+        #expect(ours.contains(0, 0) == reference.contains([0, 0]))
+        #expect(!ours.contains(99_999, 7))
+    }
+}

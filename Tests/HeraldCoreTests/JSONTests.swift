@@ -62,3 +62,30 @@ import Testing
         #expect(try JSONParser.parse(text) == original)
     }
 }
+
+@Suite struct UTF8ValidationTests {
+    /// Agrees with the standard library on every 1- and 2-byte sequence and on a sample of
+    /// longer ones.
+    @Test func agreesWithTheStandardLibrary() {
+        func both(_ bytes: [UInt8]) -> Bool {
+            let ours = bytes.withUnsafeBufferPointer { UTF8Validation.isValid($0) }
+            let std = String(validating: bytes, as: UTF8.self) != nil
+            return ours == std
+        }
+        for a in 0...255 {
+            #expect(both([UInt8(a)]))
+            for b in stride(from: 0, through: 255, by: 1) where !both([UInt8(a), UInt8(b)]) {
+                Issue.record("disagree on \(a) \(b)")
+            }
+        }
+        var rng = SplitMix64(seed: 9)
+        let leads: [UInt8] = [0xE0, 0xE1, 0xED, 0xEE, 0xEF, 0xF0, 0xF1, 0xF4, 0xF5, 0xC0, 0xC2]
+        for _ in 0..<200_000 {
+            let len = 3 + Int(rng.next() % 2)
+            var bytes = [leads[Int(rng.next() % UInt64(leads.count))]]
+            for _ in 1..<len { bytes.append(UInt8(0x70 + rng.next() % 0x60)) }
+            if !both(bytes) { Issue.record("disagree on \(bytes)"); break }
+        }
+        #expect(both(Array("中文 émoji 😀".utf8)))
+    }
+}

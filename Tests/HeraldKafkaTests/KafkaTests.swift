@@ -135,8 +135,11 @@ struct KafkaTests {
         #expect(seen.split)
         #expect(Set(seen.aSplit).union(seen.bSplit) == all)
         #expect(Set(seen.aSplit).isDisjoint(with: seen.bSplit))
-        // Eager protocol: A got everything, gave it all back, got its half.
-        #expect(seen.aSeen == [.assigned(all), .revoked(all), .assigned(Set(seen.aSplit))])
+        // Eager protocol: A got everything, gave it all back, got its half. (A loaded machine
+        // can see one more revoke/assign round of the same half: the mock's group timers.)
+        #expect(Array(seen.aSeen.prefix(2)) == [.assigned(all), .revoked(all)])
+        #expect(seen.aSeen.last == .assigned(Set(seen.aSplit)))
+        #expect(seen.aSeen.dropFirst(2).allSatisfy { $0 == .assigned(Set(seen.aSplit)) || $0 == .revoked(Set(seen.aSplit)) })
         #expect(seen.aSeenAfterClose == seen.aSeen + [.revoked(Set(seen.aSplit))], "close fires the final revoke")
         #expect(seen.aAssignmentAfterClose.isEmpty)
         #expect(Set(seen.bAfterClose) == all)

@@ -208,7 +208,7 @@ extension Expression {
             return .bool(items.contains(a))
         case .contains:
             switch (a, b) {
-            case (.string(let s), .string(let needle)): return .bool(s.contains(needle))
+            case (.string(let s), .string(let needle)): return .bool(s.containsUTF8(needle))
             case (.list(let items), _) where b != .null: return .bool(items.contains(b))
             default: return .bool(false)
             }
@@ -216,7 +216,7 @@ extension Expression {
             guard case .list(let needles) = b else { return .bool(false) }
             switch a {
             case .string(let s):
-                return .bool(needles.contains { if case .string(let n) = $0 { return s.contains(n) } else { return false } })
+                return .bool(needles.contains { if case .string(let n) = $0 { return s.containsUTF8(n) } else { return false } })
             case .list(let items):
                 return .bool(needles.contains { items.contains($0) })
             default: return .bool(false)
@@ -224,6 +224,33 @@ extension Expression {
         case .startsWith:
             guard case .string(let s) = a, case .string(let p) = b else { return .bool(false) }
             return .bool(s.hasPrefix(p))
+        }
+    }
+}
+
+extension String {
+    /// Substring search on UTF-8 bytes: exact for any text (Chinese included), and much
+    /// cheaper than Foundation's locale-aware `range(of:)`.
+    func containsUTF8(_ needle: String) -> Bool {
+        if needle.isEmpty { return true }
+        var hay = self
+        var pin = needle
+        return hay.withUTF8 { h in
+            pin.withUTF8 { n in
+                guard n.count <= h.count else { return false }
+                let first = n[0]
+                var i = 0
+                let last = h.count - n.count
+                while i <= last {
+                    if h[i] == first {
+                        var j = 1
+                        while j < n.count, h[i + j] == n[j] { j += 1 }
+                        if j == n.count { return true }
+                    }
+                    i += 1
+                }
+                return false
+            }
         }
     }
 }

@@ -12,6 +12,13 @@ public enum StableID {
         return h.hex
     }
 
+    /// A uniformly distributed 64-bit value for one string.
+    public static func hash64(_ s: String) -> UInt64 {
+        var h = Hasher128()
+        for b in s.utf8 { h.add(b) }
+        return h.finish().0
+    }
+
     /// A uniformly distributed 64-bit value for the parts (A/B assignment and the like).
     public static func hash64(_ parts: [String]) -> UInt64 {
         var h = Hasher128()

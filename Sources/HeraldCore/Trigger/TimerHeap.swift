@@ -4,7 +4,7 @@ struct TimerHeap: Sendable {
     struct Entry: Sendable {
         var due: Timestamp
         var sequence: UInt64
-        var user: String
+        var user: UserKey
     }
 
     private(set) var entries: [Entry] = []

@@ -9,6 +9,12 @@ public enum TriggerOutput: Sendable, Equatable {
     }
 }
 
+/// A user of a shop: the unit of trigger state.
+struct UserKey: Hashable, Sendable {
+    var shop: String
+    var user: String
+}
+
 /// Rule evaluation for herald-trigger (SPEC §3–5): events in, candidates out, on event
 /// time. Pure logic — the worker, `herald replay` and the tests run this same code.
 ///
@@ -18,11 +24,12 @@ public enum TriggerOutput: Sendable, Equatable {
 public struct TriggerEngine: Sendable {
     public let rules: RuleSet
     /// Repeated event ids of a user within this horizon are ignored (SPEC §2).
-    public var eventHorizon: TimeSpan
+    public let eventHorizon: TimeSpan
     let plan: TriggerPlan
-    var users: [String: UserState] = [:]
-    var timers = TimerHeap()
-    var sequence: UInt64 = 0
+    var users: [UserKey: UserState] = [:]
+    var timers = TimerQueue()
+    var dispatch: [DispatchKey: EventPlan] = [:]
+    var seenEvents: SeenEvents
     /// The newest time the engine was advanced to.
     public private(set) var clock: Timestamp?
 
@@ -30,18 +37,15 @@ public struct TriggerEngine: Sendable {
         self.rules = rules
         self.eventHorizon = eventHorizon
         self.plan = TriggerPlan(rules)
+        self.seenEvents = SeenEvents(horizon: eventHorizon)
     }
 
     /// Users with state.
     public var userCount: Int { users.count }
-    /// Timers waiting (some may belong to cancelled firings and will be skipped).
-    public var timerCount: Int { timers.count }
+    /// Timers waiting (some may belong to cancelled or moved firings and will be skipped).
+    public var timerCount: Int { timers.heap.count }
     /// When the next timer is due.
-    public var nextDue: Timestamp? { timers.first?.due }
-
-    static func key(shop: String, user: String) -> String { shop + "\u{1F}" + user }
-
-    // MARK: Events
+    public var nextDue: Timestamp? { timers.heap.first?.due }
 
     public mutating func process(_ event: Event) -> [TriggerOutput] {
         var out: [TriggerOutput] = []
@@ -50,26 +54,179 @@ public struct TriggerEngine: Sendable {
     }
 
     public mutating func process(_ event: Event, into out: inout [TriggerOutput]) {
-        let key = Self.key(shop: event.shopID, user: event.userID)
-        var user = users.removeValue(forKey: key) ?? UserState(at: event.occurredAt)
-        defer { users[key] = user }
-        let t = event.occurredAt
+        let key = DispatchKey(topic: event.topic, type: event.type)
+        let eventPlan = dispatch[key] ?? {
+            let p = plan.eventPlan(topic: event.topic, type: event.type)
+            dispatch[key] = p
+            return p
+        }()
+        // A repeated event id of a user is ignored within the horizon (SPEC §2).
+        guard seenEvents.insert(shop: event.shopID, user: event.userID, eventID: event.eventID, at: event.occurredAt) else { return }
+        let logic = RuleLogic(rules: rules, plan: plan, clock: clock, horizon: eventHorizon)
+        logic.apply(event, eventPlan, key: UserKey(shop: event.shopID, user: event.userID),
+                    user: &users[UserKey(shop: event.shopID, user: event.userID), default: UserState(at: event.occurredAt)],
+                    timers: &timers, out: &out)
+    }
 
-        // A repeated event id is ignored within the horizon.
-        let idHash = StableID.hash64([event.eventID])
-        let horizonStart = t - eventHorizon
-        if !user.seen.isEmpty { user.seen.removeAll { $0.at < horizonStart } }
-        if user.seen.contains(where: { $0.hash == idHash }) { return }
-        user.seen.append(.init(hash: idHash, at: t))
+    /// Fires every timer due at or before `time`, in due order.
+    public mutating func advance(to time: Timestamp) -> [TriggerOutput] {
+        var out: [TriggerOutput] = []
+        advance(to: time, into: &out)
+        return out
+    }
+
+    public mutating func advance(to time: Timestamp, into out: inout [TriggerOutput]) {
+        if clock.map({ $0 < time }) ?? true { clock = time }
+        let logic = RuleLogic(rules: rules, plan: plan, clock: clock, horizon: eventHorizon)
+        while let next = timers.heap.first, next.due <= time {
+            _ = timers.heap.pop()
+            guard users[next.user] != nil else { continue }
+            logic.fire(timer: next, key: next.user, user: &users[next.user]!, timers: &timers, out: &out)
+        }
+    }
+}
+
+/// Event ids seen within the horizon, as 128-bit hashes of (shop, user, event id), in two
+/// generations by event time: an id is remembered for at least one horizon and at most two.
+struct SeenEvents: Sendable {
+    let horizon: TimeSpan
+    var current = HashSet128()
+    var previous = HashSet128()
+    var currentStart: Timestamp?
+
+    init(horizon: TimeSpan) {
+        self.horizon = horizon
+    }
+
+    var count: Int { current.count + previous.count }
+
+    /// Records the event; false when it was seen before.
+    mutating func insert(shop: String, user: String, eventID: String, at t: Timestamp) -> Bool {
+        var h = Hasher128()
+        for b in shop.utf8 { h.add(b) }
+        h.add(0x1F)
+        for b in user.utf8 { h.add(b) }
+        h.add(0x1F)
+        for b in eventID.utf8 { h.add(b) }
+        let (a, b) = h.finish()
+        if let start = currentStart, t >= start + horizon {
+            previous = current
+            current = HashSet128()
+            currentStart = t
+        } else if currentStart == nil {
+            currentStart = t
+        }
+        if previous.contains(a, b) { return false }
+        return current.insert(a, b)
+    }
+}
+
+/// An open-addressing set of 128-bit hashes. The keys are already uniformly distributed,
+/// so they index the table directly (no rehashing through `Hasher`).
+struct HashSet128: Sendable {
+    private var slots: [UInt64] = []   // pairs (a, b); (0, 0) marks an empty slot
+    /// (0, 0) itself, which cannot live in a slot.
+    private var hasZero = false
+    private(set) var count = 0
+
+    func contains(_ a: UInt64, _ b: UInt64) -> Bool {
+        if a == 0 && b == 0 { return hasZero }
+        guard !slots.isEmpty else { return false }
+        let mask = slots.count / 2 - 1
+        var i = Int(truncatingIfNeeded: a) & mask
+        while true {
+            let x = slots[2 * i], y = slots[2 * i + 1]
+            if x == 0 && y == 0 { return false }
+            if x == a && y == b { return true }
+            i = (i + 1) & mask
+        }
+    }
+
+    /// false when already present.
+    mutating func insert(_ a: UInt64, _ b: UInt64) -> Bool {
+        if a == 0 && b == 0 {
+            defer { hasZero = true }
+            if !hasZero { count += 1 }
+            return !hasZero
+        }
+        if (count + 1) * 4 > slots.count / 2 * 3 { grow() }
+        let mask = slots.count / 2 - 1
+        var i = Int(truncatingIfNeeded: a) & mask
+        while true {
+            let x = slots[2 * i], y = slots[2 * i + 1]
+            if x == 0 && y == 0 {
+                slots[2 * i] = a
+                slots[2 * i + 1] = b
+                count += 1
+                return true
+            }
+            if x == a && y == b { return false }
+            i = (i + 1) & mask
+        }
+    }
+
+    private mutating func grow() {
+        let old = slots
+        slots = [UInt64](repeating: 0, count: max(64, old.count * 2))
+        count = hasZero ? 1 : 0
+        var k = 0
+        while k < old.count {
+            if old[k] != 0 || old[k + 1] != 0 { _ = insert(old[k], old[k + 1]) }
+            k += 2
+        }
+    }
+}
+
+/// Timers of all users, with the sequence that orders equal due times.
+struct TimerQueue: Sendable {
+    var heap = TimerHeap()
+    var sequence: UInt64 = 0
+
+    mutating func next() -> UInt64 {
+        sequence += 1
+        return sequence
+    }
+}
+
+struct DispatchKey: Hashable, Sendable {
+    var topic: LogicalTopic
+    var type: String
+}
+
+/// What one kind of event (`orders.order_paid`) touches, worked out once per type.
+struct EventPlan: Sendable {
+    /// Rules `on` this event (their `shops` are checked per event).
+    var listening: [Int] = []
+    /// Indices into the counted patterns.
+    var counted: [Int] = []
+    /// Threshold rules this event resets.
+    var resets: [Int] = []
+    /// Whether it can cancel or convert a firing (kept while ahead of the clock).
+    var cancelsOrConverts = false
+    /// Rules whose goal it is.
+    var goalOf: [Int] = []
+}
+
+/// The per-user work, on one user's state; separate from the engine so the state is
+/// mutated in place in the user table.
+struct RuleLogic {
+    let rules: RuleSet
+    let plan: TriggerPlan
+    let clock: Timestamp?
+    let horizon: TimeSpan
+
+    func apply(_ event: Event, _ ep: EventPlan, key: UserKey, user: inout UserState, timers: inout TimerQueue,
+               out: inout [TriggerOutput]) {
+        let t = event.occurredAt
 
         // Facts.
         if t < user.firstSeen { user.firstSeen = t }
         if t > user.lastSeen { user.lastSeen = t }
-        for (i, p) in plan.countedPatterns.enumerated() where p.matches(event) {
+        if !ep.counted.isEmpty {
             if user.counts.count < plan.countedPatterns.count {
                 user.counts.append(contentsOf: repeatElement(0, count: plan.countedPatterns.count - user.counts.count))
             }
-            user.counts[i] &+= 1
+            for i in ep.counted { user.counts[i] &+= 1 }
         }
         if event.topic == .behavior, event.type == "profile_updated", case .object(let profile)? = event.body["profile"] {
             var merged = user.profile ?? JSONObject()
@@ -81,54 +238,53 @@ public struct TriggerEngine: Sendable {
         if !user.goals.isEmpty {
             user.goals.removeAll { g in
                 if g.until < t { return true }
-                guard g.from < t, rules.rules[g.rule].goal!.event.matches(event) else { return false }
+                guard g.from < t, ep.goalOf.contains(g.rule) else { return false }
                 out.append(.conversion(Conversion(
-                    notificationID: g.notificationID, ruleID: rules.rules[g.rule].id, shopID: event.shopID,
-                    userID: event.userID, variant: nil, goalEventID: event.eventID, convertedAt: t)))
+                    notificationID: g.notificationID, ruleID: rules.rules[g.rule].id, shopID: key.shop,
+                    userID: key.user, variant: nil, goalEventID: event.eventID, convertedAt: t)))
                 return true
             }
         }
 
-        // Cancellations: after the trigger, before the fire time, matching fields equal.
         let ref = SeenRef(eventID: event.eventID, time: t, topic: event.topic, type: event.type, fields: event.body)
-        if !user.pending.isEmpty {
-            user.pending.removeAll { cancels(ref, $0) }
-        }
+        if ep.cancelsOrConverts {
+            // Cancellations: after the trigger, before the fire time, matching fields equal.
+            // (Idle timers move with their rule's events below.)
+            if !user.pending.isEmpty { user.pending.removeAll { cancels(ref, $0, idle: false) } }
 
-        // A goal event after the fire time of a firing that has not fired yet (its partition's
-        // clock lags behind this event) is kept, so the firing converts when it fires.
-        if user.pending.contains(where: { $0.due < t && rules.rules[$0.rule].goal?.event.matches(event) == true }) {
-            user.lateGoalEvents.append(ref.trimmed(to: []))
+            // A goal event after the due time of a firing that has not fired yet (its
+            // partition's clock lags behind this event) is kept for when it fires.
+            if !ep.goalOf.isEmpty, user.pending.contains(where: { $0.due < t && ep.goalOf.contains($0.rule) }) {
+                user.lateGoalEvents.append(ref.trimmed(to: []))
+            }
         }
-
-        // An event ahead of this state's clock may come before triggers still to arrive on a
+        // An event ahead of this state's clock may precede triggers still to arrive on a
         // slower input: it is kept until the clock passes it, to cancel or convert them.
         if let clock, !user.ahead.isEmpty { user.ahead.removeAll { $0.time <= clock } }
-        if clock.map({ t > $0 }) ?? true, plan.keepsAhead(event) {
+        if ep.cancelsOrConverts, clock.map({ t > $0 }) ?? true {
             user.ahead.append(ref.trimmed(to: plan.matchFields))
         }
 
-        for (index, rule) in rules.rules.enumerated() {
-            // Threshold resets come from events the rule need not be `on`.
-            if case .threshold(_, _, let resetOn) = rule.timing, resetOn.contains(where: { $0.matches(event) }),
-               rule.shops?.contains(event.shopID) ?? true {
-                user.windows.removeAll { $0.rule == index }
-            }
-            guard rule.listens(to: event) else { continue }
+        for index in ep.resets where rules.rules[index].shops?.contains(key.shop) ?? true {
+            user.windows.removeAll { $0.rule == index }
+        }
+        for index in ep.listening {
+            let rule = rules.rules[index]
+            if let shops = rule.shops, !shops.contains(key.shop) { continue }
             if let condition = rule.condition {
                 do {
                     guard try condition.isTrue(in: EventContext(event: event.body, user: user, plan: plan)) else { continue }
                 } catch {
-                    out.append(.candidate(candidate(index, event, user: user, firedAt: t, ordinal: 0,
+                    out.append(.candidate(candidate(index, key, trigger(event, index), user: user, firedAt: t, ordinal: 0,
                                                     failure: "expression_error:" + error.message)))
                     continue
                 }
             }
             switch rule.timing {
             case .immediate:
-                fire(index, event: event, user: &user, firedAt: t, ordinal: 0, into: &out)
+                fire(index, key, trigger(event, index), user: &user, firedAt: t, ordinal: 0, timers: &timers, out: &out)
             case .wait(let d):
-                schedule(index, event: event, user: &user, due: t + d, ordinal: 0)
+                schedule(index, key, event, user: &user, due: t + d, ordinal: 0, timers: &timers)
             case .at(let expressions):
                 let context = EventContext(event: event.body, user: user, plan: plan)
                 for (i, e) in expressions.enumerated() {
@@ -137,10 +293,10 @@ public struct TriggerEngine: Sendable {
                             throw EvaluationError("at[\(i)] has no timestamp value for this event")
                         }
                         if due < t { continue }  // already past at the triggering event
-                        schedule(index, event: event, user: &user, due: due, ordinal: i * 1000)
+                        schedule(index, key, event, user: &user, due: due, ordinal: i * 1000, timers: &timers)
                     } catch {
-                        out.append(.candidate(candidate(index, event, user: user, firedAt: t, ordinal: i * 1000,
-                                                        failure: "expression_error:" + error.message)))
+                        out.append(.candidate(candidate(index, key, trigger(event, index), user: user, firedAt: t,
+                                                        ordinal: i * 1000, failure: "expression_error:" + error.message)))
                     }
                 }
             case .threshold(let count, let within, _):
@@ -149,57 +305,54 @@ public struct TriggerEngine: Sendable {
                 w.times.append(t)
                 w.times.removeAll { $0 <= t - within }
                 if w.times.count >= count {
-                    fire(index, event: event, user: &user, firedAt: t, ordinal: 0, into: &out)
+                    fire(index, key, trigger(event, index), user: &user, firedAt: t, ordinal: 0, timers: &timers, out: &out)
                 } else {
                     user.windows.append(w)
                 }
             case .idle(let d):
-                // One quiet period at a time: an event that is not the newest within D
-                // starts none (the newer one's period already covers it).
-                if !user.pending.contains(where: { $0.rule == index && $0.triggerTime >= t && $0.triggerTime < t + d }) {
-                    schedule(index, event: event, user: &user, due: t + d, ordinal: 0)
+                if let i = user.pending.firstIndex(where: { $0.rule == index && $0.triggerTime < t && t < $0.due }) {
+                    // The quiet period restarts: the same timer moves to the new end.
+                    user.pending[i].triggerTime = t
+                    user.pending[i].due = t + d
+                    user.pending[i].triggerEventID = event.eventID
+                    user.pending[i].event = plan.trimmed(event.body, rule: index)
+                } else if !user.pending.contains(where: { $0.rule == index && $0.triggerTime >= t && $0.triggerTime < t + d }) {
+                    // Not covered by a newer event's period (events can arrive late from a slower input).
+                    schedule(index, key, event, user: &user, due: t + d, ordinal: 0, timers: &timers)
                 }
             }
         }
     }
 
-    // MARK: Time
-
-    /// Fires every timer due at or before `time`, in due order.
-    public mutating func advance(to time: Timestamp) -> [TriggerOutput] {
-        var out: [TriggerOutput] = []
-        advance(to: time, into: &out)
-        return out
-    }
-
-    public mutating func advance(to time: Timestamp, into out: inout [TriggerOutput]) {
-        if clock == nil || clock! < time { clock = time }
-        while let next = timers.first, next.due <= time {
-            _ = timers.pop()
-            guard var user = users[next.user],
-                  let i = user.pending.firstIndex(where: { $0.timer == next.sequence }) else { continue }
-            let p = user.pending.remove(at: i)
-            users[next.user] = nil
-            let event = Candidate.TriggerRef(eventID: p.triggerEventID, time: p.triggerTime, body: p.event)
-            emit(p.rule, trigger: event, next.user, user: &user, firedAt: p.due, ordinal: p.ordinal, into: &out)
-            if p.repeatsLeft > 0, let r = rules.rules[p.rule].repeatEvery {
-                var again = p
-                again.ordinal += 1
-                again.due = p.due + r.every
-                again.repeatsLeft -= 1
-                push(&again, user: next.user, state: &user)
-            }
-            users[next.user] = user
+    /// A timer popped from the queue: fire its firing if it is still pending and due.
+    func fire(timer: TimerHeap.Entry, key: UserKey, user: inout UserState, timers: inout TimerQueue, out: inout [TriggerOutput]) {
+        guard let i = user.pending.firstIndex(where: { $0.timer == timer.sequence }) else { return }
+        if user.pending[i].due > timer.due {
+            // An idle timer that moved: wait for its new time.
+            timers.heap.push(.init(due: user.pending[i].due, sequence: timer.sequence, user: key))
+            return
+        }
+        let p = user.pending.remove(at: i)
+        emit(p.rule, key, Candidate.TriggerRef(eventID: p.triggerEventID, time: p.triggerTime, body: p.event),
+             user: &user, firedAt: p.due, ordinal: p.ordinal, out: &out)
+        if p.repeatsLeft > 0, let r = rules.rules[p.rule].repeatEvery {
+            var again = p
+            again.ordinal += 1
+            again.due = p.due + r.every
+            again.repeatsLeft -= 1
+            push(&again, key, user: &user, timers: &timers)
         }
     }
 
     /// Whether an event cancels a pending firing: it happened after the trigger and before
     /// the fire time, it is one of the rule's `cancel_on` events with the `match` fields
     /// equal — or, for an idle timer, any of the rule's own events.
-    func cancels(_ e: SeenRef, _ p: UserState.Pending) -> Bool {
+    func cancels(_ e: SeenRef, _ p: UserState.Pending, idle checkIdle: Bool = true) -> Bool {
         guard e.time > p.triggerTime, e.time < p.due else { return false }
         let rule = rules.rules[p.rule]
-        if case .idle = rule.timing { return rule.on.contains { $0.matches(topic: e.topic, type: e.type) } }
+        if case .idle = rule.timing {
+            return checkIdle && rule.on.contains { $0.matches(topic: e.topic, type: e.type) }
+        }
         guard let cancel = rule.cancel, cancel.events.contains(where: { $0.matches(topic: e.topic, type: e.type) }) else {
             return false
         }
@@ -214,50 +367,51 @@ public struct TriggerEngine: Sendable {
 
     // MARK: Firing
 
-    private mutating func schedule(_ rule: Int, event: Event, user: inout UserState, due: Timestamp, ordinal: Int) {
+    func trigger(_ event: Event, _ rule: Int) -> Candidate.TriggerRef {
+        Candidate.TriggerRef(eventID: event.eventID, time: event.occurredAt, body: plan.trimmed(event.body, rule: rule))
+    }
+
+    func schedule(_ rule: Int, _ key: UserKey, _ event: Event, user: inout UserState, due: Timestamp, ordinal: Int,
+                  timers: inout TimerQueue) {
         var p = UserState.Pending(timer: 0, rule: rule, ordinal: ordinal, due: due, triggerTime: event.occurredAt,
                                   triggerEventID: event.eventID, repeatsLeft: rules.rules[rule].repeatEvery?.times ?? 0,
                                   event: plan.trimmed(event.body, rule: rule))
-        push(&p, user: Self.key(shop: event.shopID, user: event.userID), state: &user)
+        push(&p, key, user: &user, timers: &timers)
     }
 
-    private mutating func push(_ p: inout UserState.Pending, user key: String, state: inout UserState) {
+    func push(_ p: inout UserState.Pending, _ key: UserKey, user: inout UserState, timers: inout TimerQueue) {
         // Already cancelled by an event processed before its trigger (a faster input).
-        if state.ahead.contains(where: { cancels($0, p) }) { return }
-        sequence += 1
-        p.timer = sequence
-        state.pending.append(p)
-        timers.push(.init(due: p.due, sequence: sequence, user: key))
+        if user.ahead.contains(where: { cancels($0, p) }) { return }
+        p.timer = timers.next()
+        user.pending.append(p)
+        timers.heap.push(.init(due: p.due, sequence: p.timer, user: key))
     }
 
     /// An immediate firing, with its repeat chain scheduled.
-    private mutating func fire(_ rule: Int, event: Event, user: inout UserState, firedAt: Timestamp, ordinal: Int,
-                               into out: inout [TriggerOutput]) {
-        let key = Self.key(shop: event.shopID, user: event.userID)
-        let trigger = Candidate.TriggerRef(eventID: event.eventID, time: event.occurredAt, body: plan.trimmed(event.body, rule: rule))
-        emit(rule, trigger: trigger, key, user: &user, firedAt: firedAt, ordinal: ordinal, into: &out)
+    func fire(_ rule: Int, _ key: UserKey, _ trigger: Candidate.TriggerRef, user: inout UserState, firedAt: Timestamp,
+              ordinal: Int, timers: inout TimerQueue, out: inout [TriggerOutput]) {
+        emit(rule, key, trigger, user: &user, firedAt: firedAt, ordinal: ordinal, out: &out)
         if let r = rules.rules[rule].repeatEvery {
             var p = UserState.Pending(timer: 0, rule: rule, ordinal: ordinal + 1, due: firedAt + r.every,
-                                      triggerTime: event.occurredAt, triggerEventID: event.eventID,
+                                      triggerTime: trigger.time, triggerEventID: trigger.eventID,
                                       repeatsLeft: r.times - 1, event: trigger.body)
-            push(&p, user: key, state: &user)
+            push(&p, key, user: &user, timers: &timers)
         }
     }
 
-    private mutating func emit(_ rule: Int, trigger: Candidate.TriggerRef, _ key: String, user: inout UserState,
-                               firedAt: Timestamp, ordinal: Int, into out: inout [TriggerOutput]) {
-        let sep = key.firstIndex(of: "\u{1F}")!
-        let shop = String(key[..<sep]), userID = String(key[key.index(after: sep)...])
-        let c = makeCandidate(rule, shop: shop, userID: userID, trigger: trigger, user: user, firedAt: firedAt,
-                              ordinal: ordinal, failure: nil)
+    func emit(_ rule: Int, _ key: UserKey, _ trigger: Candidate.TriggerRef, user: inout UserState, firedAt: Timestamp,
+              ordinal: Int, out: inout [TriggerOutput]) {
+        let c = candidate(rule, key, trigger, user: user, firedAt: firedAt, ordinal: ordinal, failure: nil)
         out.append(.candidate(c))
         if let goal = rules.rules[rule].goal {
             let until = firedAt + goal.within
-            if let late = (user.lateGoalEvents + user.ahead).sorted(by: { $0.time < $1.time }).first(where: {
+            let early = (user.lateGoalEvents + user.ahead).filter {
                 $0.time > firedAt && $0.time <= until && goal.event.matches(topic: $0.topic, type: $0.type)
-            }) {
-                out.append(.conversion(Conversion(notificationID: c.id, ruleID: rules.rules[rule].id, shopID: shop, userID: userID,
-                                                  variant: nil, goalEventID: late.eventID, convertedAt: late.time)))
+            }
+            if let first = early.min(by: { $0.time < $1.time }) {
+                out.append(.conversion(Conversion(notificationID: c.id, ruleID: rules.rules[rule].id, shopID: key.shop,
+                                                  userID: key.user, variant: nil, goalEventID: first.eventID,
+                                                  convertedAt: first.time)))
             } else {
                 user.goals.append(.init(rule: rule, notificationID: c.id, from: firedAt, until: until))
             }
@@ -267,23 +421,17 @@ public struct TriggerEngine: Sendable {
         }
     }
 
-    private func candidate(_ rule: Int, _ event: Event, user: UserState, firedAt: Timestamp, ordinal: Int,
-                           failure: String?) -> Candidate {
-        makeCandidate(rule, shop: event.shopID, userID: event.userID,
-                      trigger: .init(eventID: event.eventID, time: event.occurredAt, body: plan.trimmed(event.body, rule: rule)),
-                      user: user, firedAt: firedAt, ordinal: ordinal, failure: failure)
-    }
-
-    private func makeCandidate(_ index: Int, shop: String, userID: String, trigger: Candidate.TriggerRef, user: UserState,
-                               firedAt: Timestamp, ordinal: Int, failure: String?) -> Candidate {
+    func candidate(_ index: Int, _ key: UserKey, _ trigger: Candidate.TriggerRef, user: UserState, firedAt: Timestamp,
+                   ordinal: Int, failure: String?) -> Candidate {
         let rule = rules.rules[index]
         return Candidate(
-            id: Candidate.notificationID(ruleID: rule.id, shopID: shop, userID: userID, triggerEventID: trigger.eventID,
-                                         ordinal: ordinal),
-            ruleID: rule.id, shopID: shop, userID: userID, priority: rule.notify.priority, channels: rule.notify.channels,
-            template: rule.notify.template, escalate: rule.notify.escalate, tags: rule.notify.tags,
-            triggerEventIDs: [trigger.eventID], eventTime: trigger.time, firedAt: firedAt, rulesVersion: rules.version,
-            ordinal: ordinal, failure: failure, event: trigger.body, user: user.profile ?? JSONObject())
+            id: Candidate.notificationID(ruleID: rule.id, shopID: key.shop, userID: key.user,
+                                         triggerEventID: trigger.eventID, ordinal: ordinal),
+            ruleID: rule.id, shopID: key.shop, userID: key.user, priority: rule.notify.priority,
+            channels: rule.notify.channels, template: rule.notify.template, escalate: rule.notify.escalate,
+            tags: rule.notify.tags, triggerEventIDs: [trigger.eventID], eventTime: trigger.time, firedAt: firedAt,
+            rulesVersion: rules.version, ordinal: ordinal, failure: failure, event: trigger.body,
+            user: user.profile ?? JSONObject())
     }
 }
 

@@ -13,7 +13,10 @@ struct TriggerPlan: Sendable {
     /// events of idle rules.
     let cancellingPatterns: [EventPattern]
 
+    let rules: [Rule]
+
     init(_ rules: RuleSet) {
+        self.rules = rules.rules
         var counted: [EventPattern] = []
         var profile: Set<String> = ["timezone", "locale"]
         var eventFields: [Set<String>] = []
@@ -71,8 +74,19 @@ struct TriggerPlan: Sendable {
         cancellingPatterns = cancelling
     }
 
-    func keepsAhead(_ event: Event) -> Bool {
-        cancellingPatterns.contains { $0.matches(event) }
+    /// What an event of this kind touches; computed once per kind and cached by the engine.
+    func eventPlan(topic: LogicalTopic, type: String) -> EventPlan {
+        var p = EventPlan()
+        for (i, rule) in rules.enumerated() {
+            if rule.on.contains(where: { $0.matches(topic: topic, type: type) }) { p.listening.append(i) }
+            if case .threshold(_, _, let resetOn) = rule.timing, resetOn.contains(where: { $0.matches(topic: topic, type: type) }) {
+                p.resets.append(i)
+            }
+            if rule.goal?.event.matches(topic: topic, type: type) == true { p.goalOf.append(i) }
+        }
+        p.counted = countedPatterns.indices.filter { countedPatterns[$0].matches(topic: topic, type: type) }
+        p.cancelsOrConverts = cancellingPatterns.contains { $0.matches(topic: topic, type: type) }
+        return p
     }
 
     func countIndex(_ p: EventPattern) -> Int? { countedPatterns.firstIndex(of: p) }

@@ -1,24 +1,57 @@
-/// Everything herald-trigger keeps for one user of one shop.
+/// Everything herald-trigger keeps for one user of one shop. Kept small: most users only
+/// have facts and perhaps one pending timer; the rest lives in `rare`, empty for most.
 struct UserState: Sendable {
     var firstSeen: Timestamp
     var lastSeen: Timestamp
     /// In `TriggerPlan.countedPatterns` order; empty until a counted event arrives.
     var counts: [Int32] = []
-    /// Only the profile fields the rules file reads.
-    var profile: JSONObject?
     var pending: [Pending] = []
-    var windows: [Window] = []
-    var goals: [GoalWindow] = []
-    /// Hashes of recent event ids, for dropping repeated events (SPEC §2).
-    var seen: [SeenEvent] = []
-    /// Goal events that arrived after an unfired firing's due time.
-    var lateGoalEvents: [SeenRef] = []
-    /// Events newer than the state's clock that could cancel or convert later triggers.
-    var ahead: [SeenRef] = []
+    /// Zero or one element: an array is the cheapest copy-on-write box.
+    private var rare: [Rare] = []
 
     init(at time: Timestamp) {
         firstSeen = time
         lastSeen = time
+    }
+
+    struct Rare: Sendable {
+        /// Only the profile fields the rules file reads.
+        var profile: JSONObject?
+        var windows: [Window] = []
+        var goals: [GoalWindow] = []
+        /// Goal events that arrived after an unfired firing's due time.
+        var lateGoalEvents: [SeenRef] = []
+        /// Events newer than the state's clock that could cancel or convert later triggers.
+        var ahead: [SeenRef] = []
+    }
+
+    private subscript<T>(rare path: WritableKeyPath<Rare, T>, empty empty: T) -> T {
+        get { rare.first?[keyPath: path] ?? empty }
+        set {
+            if rare.isEmpty { rare.append(Rare()) }
+            rare[0][keyPath: path] = newValue
+        }
+    }
+
+    var profile: JSONObject? {
+        get { rare.first?.profile }
+        set { self[rare: \.profile, empty: nil] = newValue }
+    }
+    var windows: [Window] {
+        get { self[rare: \.windows, empty: []] }
+        set { self[rare: \.windows, empty: []] = newValue }
+    }
+    var goals: [GoalWindow] {
+        get { self[rare: \.goals, empty: []] }
+        set { self[rare: \.goals, empty: []] = newValue }
+    }
+    var lateGoalEvents: [SeenRef] {
+        get { self[rare: \.lateGoalEvents, empty: []] }
+        set { self[rare: \.lateGoalEvents, empty: []] = newValue }
+    }
+    var ahead: [SeenRef] {
+        get { self[rare: \.ahead, empty: []] }
+        set { self[rare: \.ahead, empty: []] = newValue }
     }
 
     /// A firing waiting for its time: wait, at, idle and the next firing of a repeat chain.
@@ -48,10 +81,6 @@ struct UserState: Sendable {
         var until: Timestamp
     }
 
-    struct SeenEvent: Sendable {
-        var hash: UInt64
-        var at: Timestamp
-    }
 }
 
 /// What the trigger remembers of an event it may need again.

@@ -56,3 +56,37 @@ public func runOnDedicatedThread<T: Sendable>(name: String, _ body: @escaping @S
         thread.start()
     }
 }
+
+/// Runs `body` on a thread with a large stack and waits for it. Commands that run the rule
+/// engine over whole files use it: Swift's cooperative threads have small stacks.
+public func withLargeStack<T>(_ body: () throws -> T) throws -> T {
+    try withoutActuallyEscaping(body) { escapable in
+        let box = LargeStackBox(body: escapable)
+        let done = DispatchSemaphore(value: 0)
+        let thread = Thread {
+            box.run()
+            done.signal()
+        }
+        thread.stackSize = 64 << 20
+        thread.start()
+        done.wait()
+        return try box.result!.get()
+    }
+}
+
+// @unchecked Sendable: `body` runs on exactly one thread while the caller blocks on a
+// semaphore, and `result` is read only after that thread has signalled it.
+private final class LargeStackBox<T>: @unchecked Sendable {
+    private var body: (() throws -> T)?
+    var result: Result<T, any Error>?
+
+    init(body: @escaping () throws -> T) {
+        self.body = body
+    }
+
+    func run() {
+        result = Result { try body!() }
+        // Released before the caller resumes: the closure must not outlive the call.
+        body = nil
+    }
+}
