@@ -91,6 +91,7 @@ public enum SinkStage {
         var letters: [DeadLetter] = []
         var offsets: [TopicPartition: Int64] = [:]
         var count = 0
+        let monitor = PartitionMonitor(consumer: consumer, logger: logger)
         while !stop.isSet {
             // Gather a batch: up to batchSize messages or flushInterval after the first.
             let clock = ContinuousClock()
@@ -99,6 +100,8 @@ public enum SinkStage {
                 let wait: Duration = deadline.map { max(.zero, $0 - clock.now) } ?? .milliseconds(100)
                 if deadline != nil, wait == .zero { break }
                 let messages = try consumer.poll(maxMessages: config.batchSize - count, timeout: wait)
+                monitor.polled()
+                HeraldMetrics.consumed(messages)
                 if messages.isEmpty {
                     if deadline == nil { continue } else { break }
                 }
@@ -119,9 +122,13 @@ public enum SinkStage {
                 }
             }
             if count == 0 { continue }
+            let started = ContinuousClock.now
             try writeWithRetry(outcomes: outcomes, letters: letters, conn: &conn, writer: writer, config: config,
-                               logger: logger, stop: stop)
+                               logger: logger, stop: stop) { monitor.pause(because: "PostgreSQL writes are failing") }
+            monitor.resume()
             try consumer.commit(offsets)
+            monitor.committed(offsets, batch: [], since: started)
+            HeraldMetrics.written(outcomes: outcomes, deadLetters: letters.count, now: .now)
             logger.debug("batch written", metadata: ["outcomes": "\(outcomes.count)", "dead_letters": "\(letters.count)"])
             outcomes.removeAll(keepingCapacity: true)
             letters.removeAll(keepingCapacity: true)
@@ -133,7 +140,8 @@ public enum SinkStage {
     /// Retries a failed batch for a while (the consumer keeps its partitions); past that the
     /// session ends, the consumer leaves the group, and the batch is re-read after recovery.
     private static func writeWithRetry(outcomes: [Outcome], letters: [DeadLetter], conn: inout PostgresConnection,
-                                       writer: SinkWriter, config: WorkerConfig, logger: Logger, stop: StopSignal) throws {
+                                       writer: SinkWriter, config: WorkerConfig, logger: Logger, stop: StopSignal,
+                                       stalled: () -> Void) throws {
         var backoff = Backoff(initial: 0.2, max: 5)
         let giveUp = Date().addingTimeInterval(30)
         while true {
@@ -142,6 +150,7 @@ public enum SinkStage {
                 return
             } catch let error as PostgresError {
                 guard Date() < giveUp, !stop.isSet else { throw error }
+                stalled()
                 let delay = backoff.take()
                 logger.warning("batch write failed; retrying", metadata: ["error": "\(error)", "retry_in_s": "\(delay)"])
                 stop.sleep(delay)

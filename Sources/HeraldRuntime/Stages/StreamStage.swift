@@ -94,9 +94,12 @@ final class StreamStage {
             throw SessionError.consumerCreation(error)
         }
         defer { consumer.close() }
+        let monitor = PartitionMonitor(consumer: consumer, logger: logger)
         var outputs: [OutputRecord] = []
         while !stop.isSet {
             let messages = try consumer.poll(maxMessages: config.batchSize, timeout: .milliseconds(100))
+            monitor.polled()
+            let started = ContinuousClock.now
             if messages.isEmpty {
                 producer.poll()
                 continue
@@ -109,8 +112,9 @@ final class StreamStage {
                 }
                 pending.offsets[TopicPartition(message.topic, message.partition)] = message.offset + 1
             }
-            try producer.flush(timeout: .seconds(60))
+            try monitor.flush(producer, timeout: .seconds(60))
             try consumer.commit(pending.offsets)
+            monitor.committed(pending.offsets, batch: messages, since: started)
             pending.offsets.removeAll(keepingCapacity: true)
         }
     }

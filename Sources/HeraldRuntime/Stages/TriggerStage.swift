@@ -24,6 +24,7 @@ public enum TriggerStage {
                 out.append(OutputRecord(topic: topics.deadletter, key: message.key, value: letter.json))
             case .success(let event):
                 for candidate in engine.process(event) {
+                    HeraldMetrics.fired(candidate)
                     out.append(OutputRecord(topic: topics.candidates, key: Array(candidate.userID.utf8), value: candidate.json))
                 }
             }
@@ -50,6 +51,7 @@ public enum ShaperStage {
                 return
             }
             for outcome in shaper.process(candidate) {
+                HeraldMetrics.decided(outcome)
                 out.append(OutputRecord(topic: topics.outcomes, key: Array(outcome.userID.utf8), value: outcome.json))
             }
         }
