@@ -12,6 +12,9 @@ public final class MetricsServer: Sendable {
     public let port: Int
     private let listener: Int32
 
+    /// What it serves; deployment probes and scrapers may use only these.
+    public static let endpoints = ["/metrics", "/healthz", "/readyz"]
+
     /// Binds `0.0.0.0:port` (0 = any free port; `port` then tells which) and starts serving.
     public init(port: Int, registry: MetricsRegistry, health: Health, logger: Logger) throws {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
