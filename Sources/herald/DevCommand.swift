@@ -139,13 +139,6 @@ struct DevCommand: ParsableCommand {
     }
 
     func printTable(_ header: [String], _ rows: [[String]]) {
-        var widths = header.map(\.count)
-        for r in rows { for (i, c) in r.enumerated() { widths[i] = max(widths[i], c.count) } }
-        func line(_ cells: [String]) -> String {
-            cells.enumerated().map { i, c in c + String(repeating: " ", count: widths[i] - c.count) }.joined(separator: "  ")
-        }
-        say("  " + line(header))
-        say("  " + line(widths.map { String(repeating: "-", count: $0) }))
-        for r in rows { say("  " + line(r)) }
+        Console.table(header, rows)
     }
 }
