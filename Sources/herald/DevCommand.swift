@@ -83,8 +83,8 @@ struct DevCommand: ParsableCommand {
             written = (n, d)
             if Date().timeIntervalSince(lastPrint) >= 1 || (n >= expected && d >= malformed) {
                 lastPrint = Date()
-                say(String(format: "  %6.1fs  notifications %d/%d  dead letters %d/%d",
-                           Date().timeIntervalSince(started), n, expected, d, malformed))
+                say(String(format: "  %6.1fs  notifications %d/%d  dead letters %d/%d  ",
+                           Date().timeIntervalSince(started), n, expected, d, malformed) + PipelineProgress(pipeline).line)
             }
             return n >= expected && d >= malformed
         }
@@ -114,6 +114,11 @@ struct DevCommand: ParsableCommand {
             WHERE status = 'sent' ORDER BY rule_id, id
             """)
         printTable(["rule", "user", "body"], samples.rows.map { $0.map { $0 ?? "" } })
+        // Lag is sampled every 2 s; give the last sample a moment to show the drained state.
+        _ = try? pipeline.await(timeout: 5) { PipelineProgress(pipeline).stages.allSatisfy { $0.lag == 0 } }
+        say("")
+        say("The workers, from their /metrics (\(pipeline.metricsPorts.values.sorted().map(String.init).joined(separator: ", "))):")
+        printTable(["stage", "consumed", "emitted", "dead letters", "batches", "lag"], PipelineProgress(pipeline).rows)
         say(String(format: "\ndone in %.1fs", Date().timeIntervalSince(started)))
         succeeded = true
     }
