@@ -7,5 +7,5 @@ struct HeraldCommand: AsyncParsableCommand {
         commandName: "herald",
         abstract: "Herald: timely, deduplicated customer-service messages from shop event streams.",
         subcommands: [DevCommand.self, BrokerCommand.self, MigrateCommand.self, TopicsCommand.self, RulesCommand.self,
-                      LoadgenCommand.self, StatsCommand.self])
+                      ReplayCommand.self, LoadgenCommand.self, StatsCommand.self])
 }

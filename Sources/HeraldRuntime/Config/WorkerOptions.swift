@@ -135,8 +135,8 @@ public struct WorkerConfig: Sendable {
     public var logFormat = "text"
     /// 0: no HTTP endpoint.
     public var metricsPort = 9400
-    /// Lateness allowed for events in windows and timers (the trigger uses it).
-    public var grace: TimeSpan = .seconds(5)
+    /// How long past the wall clock a caught-up partition waits before its timers fire (SPEC §5).
+    public var grace = TimeSpan.seconds(5)
     /// How often per-user state and offsets are checkpointed (issue 5).
     public var checkpointInterval: TimeSpan = .seconds(10)
 

@@ -57,6 +57,20 @@ public struct Migrator: Sendable {
         );
         CREATE INDEX dead_letters_received ON $S.dead_letters (received_at);
         """),
+        (2, "conversions", """
+        CREATE TABLE $S.conversions (
+            notification_id text NOT NULL,
+            rule_id         text NOT NULL,
+            shop_id         text NOT NULL,
+            user_id         text NOT NULL,
+            variant         text,
+            goal_event_id   text NOT NULL,
+            converted_at    timestamptz NOT NULL,
+            written_at      timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (notification_id)
+        );
+        CREATE INDEX conversions_rule_time ON $S.conversions (rule_id, converted_at);
+        """),
     ]
 
     public static var latestVersion: Int { steps.last!.version }

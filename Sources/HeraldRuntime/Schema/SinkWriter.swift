@@ -27,7 +27,8 @@ struct SinkWriter {
 
     /// Returns the number of notification rows inserted or changed.
     @discardableResult
-    func write(outcomes: [Outcome], deadLetters: [DeadLetter], on conn: PostgresConnection) throws -> Int {
+    func write(outcomes: [Outcome], conversions: [Conversion] = [], deadLetters: [DeadLetter],
+               on conn: PostgresConnection) throws -> Int {
         let s = SQLIdentifier.quoted(schema)
         return try conn.transaction {
             var changed = 0
@@ -58,6 +59,15 @@ struct SinkWriter {
                       AND (excluded.status <> 'deferred' OR excluded.decided_at > n.decided_at)
                     """)
                 changed = r.affectedRows
+            }
+            // One conversion per notification: the first goal event.
+            for c in conversions {
+                try conn.execute("""
+                    INSERT INTO \(s).conversions (notification_id, rule_id, shop_id, user_id, variant, goal_event_id, converted_at)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7)
+                    ON CONFLICT (notification_id) DO NOTHING
+                    """,
+                    [c.notificationID, c.ruleID, c.shopID, c.userID, c.variant, c.goalEventID, c.convertedAt.rfc3339])
             }
             for d in deadLetters {
                 try conn.execute("""

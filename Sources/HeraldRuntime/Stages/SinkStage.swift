@@ -88,6 +88,7 @@ public enum SinkStage {
                                 config: WorkerConfig, logger: Logger, stop: StopSignal) throws {
         let topics = config.topics
         var outcomes: [Outcome] = []
+        var conversions: [Conversion] = []
         var letters: [DeadLetter] = []
         var offsets: [TopicPartition: Int64] = [:]
         var count = 0
@@ -110,7 +111,9 @@ public enum SinkStage {
                     count += 1
                     offsets[TopicPartition(m.topic, m.partition)] = m.offset + 1
                     do throws(MessageDecodingError) {
-                        if m.topic == topics.outcomes {
+                        if m.topic == topics.outcomes, Conversion.kind(of: m.value) == "conversion" {
+                            conversions.append(try Conversion(json: m.value))
+                        } else if m.topic == topics.outcomes {
                             outcomes.append(try Outcome(json: m.value))
                         } else {
                             letters.append(try DeadLetter(json: m.value))
@@ -123,14 +126,17 @@ public enum SinkStage {
             }
             if count == 0 { continue }
             let started = ContinuousClock.now
-            try writeWithRetry(outcomes: outcomes, letters: letters, conn: &conn, writer: writer, config: config,
-                               logger: logger, stop: stop) { monitor.pause(because: "PostgreSQL writes are failing") }
+            try writeWithRetry(outcomes: outcomes, conversions: conversions, letters: letters, conn: &conn,
+                               writer: writer, config: config, logger: logger, stop: stop) {
+                monitor.pause(because: "PostgreSQL writes are failing")
+            }
             monitor.resume()
             try consumer.commit(offsets)
             monitor.committed(offsets, batch: [], since: started)
             HeraldMetrics.written(outcomes: outcomes, deadLetters: letters.count, now: .now)
             logger.debug("batch written", metadata: ["outcomes": "\(outcomes.count)", "dead_letters": "\(letters.count)"])
             outcomes.removeAll(keepingCapacity: true)
+            conversions.removeAll(keepingCapacity: true)
             letters.removeAll(keepingCapacity: true)
             offsets.removeAll(keepingCapacity: true)
             count = 0
@@ -139,14 +145,15 @@ public enum SinkStage {
 
     /// Retries a failed batch for a while (the consumer keeps its partitions); past that the
     /// session ends, the consumer leaves the group, and the batch is re-read after recovery.
-    private static func writeWithRetry(outcomes: [Outcome], letters: [DeadLetter], conn: inout PostgresConnection,
+    private static func writeWithRetry(outcomes: [Outcome], conversions: [Conversion], letters: [DeadLetter],
+                                       conn: inout PostgresConnection,
                                        writer: SinkWriter, config: WorkerConfig, logger: Logger, stop: StopSignal,
                                        stalled: () -> Void) throws {
         var backoff = Backoff(initial: 0.2, max: 5)
         let giveUp = Date().addingTimeInterval(30)
         while true {
             do {
-                try writer.write(outcomes: outcomes, deadLetters: letters, on: conn)
+                try writer.write(outcomes: outcomes, conversions: conversions, deadLetters: letters, on: conn)
                 return
             } catch let error as PostgresError {
                 guard Date() < giveUp, !stop.isSet else { throw error }
