@@ -74,8 +74,10 @@ import Testing
         #expect(scrape(pipeline, sink, "/nope")?.status == 404)
     }
 
-    /// A server of the test's own, so stopping it disturbs no other test.
-    @Test func readinessFollowsPostgreSQL() throws {
+    /// A server of the test's own, so stopping it disturbs no other test. While it is down
+    /// and outcomes arrive, the sink pauses its partitions; when it is back, it resumes and
+    /// writes every row.
+    @Test func readinessAndBackPressureFollowPostgreSQL() throws {
         let pipeline = try LocalPipeline(rules: PipelineEndToEndTests.rules, partitions: 2, logger: logger)
         defer { pipeline.stop() }
         try pipeline.startInfrastructure()
@@ -90,8 +92,32 @@ import Testing
         #expect(try pipeline.await(timeout: 30) { readyz()?.body.contains("postgres unreachable") == true })
         #expect(readyz()?.status == 503)
         #expect(scrape(pipeline, sink, "/healthz")?.status == 200)
+
+        // Outcomes arrive while the server is down (trigger and shaper use the shared server).
+        try pipeline.startWorker("herald-trigger")
+        try pipeline.startWorker("herald-shaper")
+        let producer = try pipeline.producer()
+        var traffic = ShopTraffic(users: 50, seed: 11)
+        for i in 0..<200 {
+            let m = traffic.make(.orders, "payment_failed", user: i % 50)
+            try producer.send(topic: "orders", key: m.key, value: m.value)
+        }
+        try producer.flush(timeout: .seconds(30))
+        func metric(_ name: String, _ labels: String = "") -> Double? {
+            scrape(pipeline, sink).flatMap { PrometheusText.value($0.body, name, labels) }
+        }
+        // 2 partitions each of herald.outcomes and herald.deadletter.
+        #expect(try pipeline.await(timeout: 60) { metric("herald_paused_partitions") == 4 }, "\(sink.log.suffix(3000))")
+
         try server.startServer()
+        #expect(try pipeline.await(timeout: 60) {
+            metric("herald_rows_written_total", #"table="notifications""#) == 200 && metric("herald_paused_partitions") == 0
+        }, "\(sink.log.suffix(3000))")
         #expect(try pipeline.await(timeout: 30) { readyz()?.status == 200 }, "\(readyz()?.body ?? "")")
+        let conn = try PostgresConnection(server.conninfo, logger: logger)
+        #expect(try conn.execute("SELECT count(*) FROM \"\(pipeline.schema)\".notifications")[0, 0] == "200")
+        #expect(sink.log.contains("pausing consumption: PostgreSQL writes are failing"))
+        #expect(sink.log.contains("resuming consumption"))
         #expect(sink.stop() == 0)
     }
 

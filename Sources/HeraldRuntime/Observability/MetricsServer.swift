@@ -62,8 +62,10 @@ public final class MetricsServer: Sendable {
     }
 
     static func serve(_ fd: Int32, registry: MetricsRegistry, health: Health) {
+        // A client that stalls holds the endpoint at most 5 s each way.
         var timeout = timeval(tv_sec: 5, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         // The request line and headers; bodies are not expected.
         var request: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 4096)
@@ -99,7 +101,8 @@ public final class MetricsServer: Sendable {
     static func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
         var sent = 0
         while sent < bytes.count {
-            let n = bytes[sent...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            // MSG_NOSIGNAL: a scraper that hangs up early must not kill the worker with SIGPIPE.
+            let n = bytes[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             if n <= 0 { return }
             sent += n
         }
