@@ -114,7 +114,7 @@ struct DevCommand: ParsableCommand {
             WHERE status = 'sent' ORDER BY rule_id, id
             """)
         printTable(["rule", "user", "body"], samples.rows.map { $0.map { $0 ?? "" } })
-        // Lag is sampled every 2 s; give the last sample a moment to show the drained state.
+        // Lag is sampled every second; give the last sample a moment to show the drained state.
         _ = try? pipeline.await(timeout: 5) { PipelineProgress(pipeline).stages.allSatisfy { $0.lag == 0 } }
         say("")
         say("The workers, from their /metrics (\(pipeline.metricsPorts.values.sorted().map(String.init).joined(separator: ", "))):")

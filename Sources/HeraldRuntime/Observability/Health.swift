@@ -5,7 +5,7 @@ import Logging
 import Synchronization
 
 /// What `/readyz` reports. The stage loop says whether partitions are assigned; a probe
-/// thread checks once a second that the brokers answer a metadata request and that
+/// thread checks every 5 s that the brokers answer a metadata request and every second that
 /// PostgreSQL answers `SELECT 1`, so the HTTP thread never waits on a dependency.
 public final class Health: Sendable {
     private let assignedCount = Atomic<Int>(0)
@@ -44,13 +44,24 @@ public final class Health: Sendable {
         let probeLogger = quiet
         let thread = Thread { [self] in
             var admin: KafkaAdmin?
+            var postgres: PostgresConnection?
+            var round = 0
             while !stop.isSet {
-                if admin == nil { admin = try? KafkaAdmin(config: config.kafka, logger: probeLogger) }
-                let broker = (try? admin?.partitionCount(topic: topic, timeout: .seconds(2))) != nil
-                brokerUp.store(broker, ordering: .relaxed)
+                // A metadata request lists every topic of the cluster: every 5 s is enough.
+                if round % 5 == 0 {
+                    if admin == nil { admin = try? KafkaAdmin(config: config.kafka, logger: probeLogger) }
+                    let broker = (try? admin?.partitionCount(topic: topic, timeout: .seconds(2))) != nil
+                    brokerUp.store(broker, ordering: .relaxed)
+                }
+                round += 1
                 if checksPostgres, let conninfo = config.postgres {
-                    let conn = try? PostgresConnection(Self.withConnectTimeout(conninfo), logger: probeLogger)
-                    postgresUp.store((try? conn?.execute("SELECT 1")) != nil, ordering: .relaxed)
+                    // One connection, kept while it answers; reopened when it does not.
+                    var up = (try? postgres?.execute("SELECT 1")) != nil
+                    if !up {
+                        postgres = try? PostgresConnection(Self.withConnectTimeout(conninfo), logger: probeLogger)
+                        up = (try? postgres?.execute("SELECT 1")) != nil
+                    }
+                    postgresUp.store(up, ordering: .relaxed)
                 }
                 stop.sleep(1)
             }

@@ -1,6 +1,7 @@
 import Foundation
 import HeraldCore
 import Logging
+import Synchronization
 
 /// `--log-format json`: one JSON object per line on standard error, with the time, level,
 /// logger label, message, source and every metadata key (stage, topic, partition, …).
@@ -32,8 +33,11 @@ public struct JSONLogHandler: LogHandler {
             fields.append((key, Self.json(merged[key]!)))
         }
         let line = JSONValue.object(JSONObject(fields)).jsonString + "\n"
-        FileHandle.standardError.write(Data(line.utf8))
+        // Whole lines from every thread (stage loop, librdkafka callbacks, HTTP, probes).
+        Self.output.withLock { _ in FileHandle.standardError.write(Data(line.utf8)) }
     }
+
+    private static let output = Mutex(())
 
     static func json(_ value: Logger.Metadata.Value) -> JSONValue {
         switch value {

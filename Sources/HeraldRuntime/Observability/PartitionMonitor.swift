@@ -12,7 +12,7 @@ final class PartitionMonitor {
     private var paused: [TopicPartition] = []
     private var lastLag: ContinuousClock.Instant?
     private let clock = ContinuousClock()
-    static let lagInterval: Duration = .seconds(2)
+    static let lagInterval: Duration = .seconds(1)
 
     init(consumer: KafkaConsumer, logger: Logger) {
         self.consumer = consumer
@@ -42,7 +42,8 @@ final class PartitionMonitor {
         asked.formIntersection(owned)
         var lag: [[String]: Double] = [:]
         for tp in assignment {
-            guard let marks = try? consumer.watermarks(tp, timeout: .milliseconds(500)) else { continue }
+            // The high watermark of the latest fetch response: never a round trip on this thread.
+            guard let marks = consumer.cachedWatermarks(tp) else { continue }
             if committed[tp] == nil, !asked.contains(tp) {
                 asked.insert(tp)
                 if let c = try? consumer.committed([tp], timeout: .seconds(1))[tp] { committed[tp] = c }
