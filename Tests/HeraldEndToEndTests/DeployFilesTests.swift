@@ -187,8 +187,7 @@ import Yams
             #expect(MetricsServer.endpoints.contains(live ?? "") && MetricsServer.endpoints.contains(ready ?? ""))
         }
         let bound = try #require(partitions, "no topics job with --partitions")
-        let inputs = ["herald-trigger": TopicNames().orders, "herald-shaper": TopicNames().candidates,
-                      "herald-sink": TopicNames().outcomes]
+        let inputs = Dictionary(uniqueKeysWithValues: PipelineStats.stages(TopicNames()).map { ($0.stage, $0.topics) })
         let scaled = named("ScaledObject")
         #expect(Set(scaled.keys) == Set(Self.workers))
         for (name, so) in scaled {
@@ -196,14 +195,19 @@ import Yams
             let target = (spec["scaleTargetRef"] as! [String: Any])["name"] as! String
             #expect(deployments[target] != nil)
             #expect(spec["maxReplicaCount"] as? Int == bound, "\(name): replicas bounded by partitions")
-            let trigger = (spec["triggers"] as! [[String: Any]])[0]
-            #expect(trigger["type"] as? String == "kafka")
-            let meta = trigger["metadata"] as! [String: Any]
-            // The default group of a stage is its name (WorkerOptions).
-            #expect(meta["consumerGroup"] as? String == WorkerConfig(stage: target).group)
-            #expect(meta["topic"] as? String == inputs[target])
-            if let auth = (trigger["authenticationRef"] as? [String: Any])?["name"] as? String {
-                #expect(named("TriggerAuthentication")[auth] != nil)
+            let triggers = spec["triggers"] as! [[String: Any]]
+            #expect(!triggers.isEmpty)
+            for trigger in triggers {
+                #expect(trigger["type"] as? String == "kafka")
+                let meta = trigger["metadata"] as! [String: Any]
+                // The default group of a stage is its name (WorkerOptions).
+                #expect(meta["consumerGroup"] as? String == WorkerConfig(stage: target).group)
+                #expect(inputs[target]?.contains(meta["topic"] as? String ?? "") == true, "\(name): \(meta["topic"] ?? "")")
+                #expect(meta["bootstrapServers"] as? String
+                    == (named("ConfigMap")["herald-env"]?["data"] as? [String: Any])?["HERALD_BROKERS"] as? String)
+                if let auth = (trigger["authenticationRef"] as? [String: Any])?["name"] as? String {
+                    #expect(named("TriggerAuthentication")[auth] != nil)
+                }
             }
         }
     }
