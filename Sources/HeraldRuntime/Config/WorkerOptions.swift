@@ -49,7 +49,7 @@ public struct WorkerOptions: ParsableArguments, Sendable {
     @Option(help: "Port of the HTTP endpoint serving /metrics, /healthz and /readyz; 0 turns it off (env HERALD_METRICS_PORT; default 9400).")
     public var metricsPort: Int?
 
-    @Option(help: "How late an event may arrive and still count for its window, e.g. 5s, 2m (env HERALD_GRACE; default 5s).")
+    @Option(help: "How far the wall clock must pass a timer's due time on a caught-up partition before it fires, e.g. 5s (env HERALD_GRACE; default 5s).")
     public var grace: String?
 
     @Option(help: "How often per-user state is checkpointed with offsets, e.g. 10s (env HERALD_CHECKPOINT_INTERVAL; default 10s).")
