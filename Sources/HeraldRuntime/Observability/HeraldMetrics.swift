@@ -11,7 +11,8 @@ public enum HeraldMetrics {
         r.declare(candidates, .counter, help: "Candidates emitted by the trigger.")
         r.declare(outcomes, .counter, help: "Outcomes decided by the shaper, by status and reason.", labels: ["status", "reason"])
         r.declare(deadLetters, .counter, help: "Inputs dead-lettered by this worker, by reason.", labels: ["reason"])
-        r.declare(rowsWritten, .counter, help: "Rows the sink wrote to PostgreSQL, by table.", labels: ["table"])
+        r.declare(rowsWritten, .counter, help: "Records the sink committed to PostgreSQL, by table (a replayed id counts again).",
+                  labels: ["table"])
         r.declare(consumerLag, .gauge, help: "High watermark minus committed offset, per assigned partition.",
                   labels: ["topic", "partition"])
         r.declare(assignedPartitions, .gauge, help: "Partitions assigned to this worker.")
@@ -76,8 +77,9 @@ public enum HeraldMetrics {
     }
 
     /// A sink batch committed at `now`: rows by table and each outcome's event-time latency.
-    static func written(outcomes: [Outcome], deadLetters: Int, now: Timestamp) {
+    static func written(outcomes: [Outcome], conversions: Int, deadLetters: Int, now: Timestamp) {
         registry.increment(rowsWritten, ["notifications"], by: Double(outcomes.count))
+        registry.increment(rowsWritten, ["conversions"], by: Double(conversions))
         registry.increment(rowsWritten, ["dead_letters"], by: Double(deadLetters))
         for o in outcomes {
             registry.observe(endToEndLatency, value: Double((now - o.eventTime).microseconds) / 1_000_000)

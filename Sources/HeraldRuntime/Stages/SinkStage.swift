@@ -133,7 +133,7 @@ public enum SinkStage {
             monitor.resume()
             try consumer.commit(offsets)
             monitor.committed(offsets, batch: [], since: started)
-            HeraldMetrics.written(outcomes: outcomes, deadLetters: letters.count, now: .now)
+            HeraldMetrics.written(outcomes: outcomes, conversions: conversions.count, deadLetters: letters.count, now: .now)
             logger.debug("batch written", metadata: ["outcomes": "\(outcomes.count)", "dead_letters": "\(letters.count)"])
             outcomes.removeAll(keepingCapacity: true)
             conversions.removeAll(keepingCapacity: true)
