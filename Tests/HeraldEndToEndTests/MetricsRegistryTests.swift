@@ -40,3 +40,41 @@ import Testing
         #expect(throws: (any Error).self) { try WorkerOptions.parse(["--metrics-port", "70000"]).resolve(stage: "t") }
     }
 }
+
+#if canImport(Glibc)
+import Glibc
+
+@Suite struct MetricsServerTests {
+    /// Scrapers that reset the connection before reading must not stop the endpoint.
+    /// (SIGPIPE itself is not observable here: the test process survives it even with a
+    /// plain `write`, so MSG_NOSIGNAL in the server is not proven by this test.)
+    @Test func survivesClientsThatHangUpAndKeepsAnswering() throws {
+        let registry = MetricsRegistry()
+        registry.declare("big_total", .counter, help: "Enough series to need several writes.", labels: ["n"])
+        for n in 0..<5000 { registry.increment("big_total", [String(n)]) }
+        let server = try MetricsServer(port: 0, registry: registry, health: Health.shared, logger: .init(label: "t"))
+        defer { server.shutdown() }
+        for _ in 0..<20 {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var addr = sockaddr_in()
+            addr.sin_family = sa_family_t(AF_INET)
+            addr.sin_port = in_port_t(UInt16(server.port).bigEndian)
+            addr.sin_addr = in_addr(s_addr: in_addr_t(0x7F00_0001).bigEndian)
+            let connected = withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            #expect(connected == 0)
+            let request = Array("GET /metrics HTTP/1.1\r\n\r\n".utf8)
+            _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            // Linger 0: close sends a reset instead of a FIN.
+            var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+            setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+            close(fd)
+        }
+        let r = try #require(HTTPGet.local(port: server.port, path: "/metrics"))
+        #expect(r.status == 200)
+        #expect(PrometheusText.samples(r.body, "big_total").count == 5000)
+        #expect(HTTPGet.local(port: server.port, path: "/healthz")?.body == "alive\n")
+    }
+}
+#endif
