@@ -70,7 +70,8 @@ let package = Package(
         .testTarget(name: "HeraldPostgresTests", dependencies: ["HeraldPostgres"]),
         .testTarget(
             name: "HeraldEndToEndTests",
-            dependencies: ["HeraldRuntime", "HeraldKafka", "HeraldPostgres", "HeraldCore"]
+            dependencies: ["HeraldRuntime", "HeraldKafka", "HeraldPostgres", "HeraldCore",
+                           .product(name: "Yams", package: "Yams")]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -158,15 +158,7 @@ public final class KafkaConsumer {
     public func committed(_ partitions: [TopicPartition], timeout: Duration) throws -> [TopicPartition: Int64] {
         try ensureOpen()
         guard !partitions.isEmpty else { return [:] }
-        let list = RDPartitionList(partitions)
-        let err = rd_kafka_committed(client.handle, list.pointer, timeout.rdMilliseconds)
-        guard err == RD_KAFKA_RESP_ERR_NO_ERROR else { throw KafkaError(err, "fetching committed offsets failed") }
-        if let error = list.firstError("fetching committed offset failed for") { throw error }
-        var result: [TopicPartition: Int64] = [:]
-        for entry in list.entries where entry.offset >= 0 {
-            result[entry.partition] = entry.offset
-        }
-        return result
+        return try client.committed(partitions, timeout: timeout)
     }
 
     public func pause(_ partitions: [TopicPartition]) throws {
@@ -204,11 +196,7 @@ public final class KafkaConsumer {
     /// (low, high) watermarks from the broker; high is the offset the next message will get.
     public func watermarks(_ tp: TopicPartition, timeout: Duration) throws -> (low: Int64, high: Int64) {
         try ensureOpen()
-        var low: Int64 = -1
-        var high: Int64 = -1
-        let err = rd_kafka_query_watermark_offsets(client.handle, tp.topic, tp.partition, &low, &high, timeout.rdMilliseconds)
-        guard err == RD_KAFKA_RESP_ERR_NO_ERROR else { throw KafkaError(err, "watermarks for \(tp)") }
-        return (low, high)
+        return try client.watermarks(tp, timeout: timeout)
     }
 
     /// The watermarks librdkafka last saw in fetch responses for `tp`, without asking the

@@ -49,8 +49,24 @@ struct TopicsCommand: ParsableCommand {
             HeraldLogging.bootstrap(level: config.logLevel)
             guard partitions > 0 else { throw ValidationError("--partitions must be positive") }
             let admin = try KafkaAdmin(config: config.kafka, logger: Logger(label: "herald-topics"))
-            try admin.createTopics(config.topics.all.map { (name: $0, partitions: partitions) }, timeout: .seconds(30))
-            for t in config.topics.all { print("\(t): \(partitions) partitions") }
+            // Existing topics first: a clear refusal names every topic whose count differs
+            // (partition counts can only grow, and growing them moves users between workers).
+            var existing: [String: Int32] = [:]
+            for t in config.topics.all {
+                if let n = try admin.partitionCount(topic: t, timeout: .seconds(30)) { existing[t] = n }
+            }
+            let wrong = config.topics.all.filter { existing[$0].map { $0 != partitions } ?? false }
+            guard wrong.isEmpty else {
+                Console.error("error: topics exist with other partition counts than --partitions \(partitions): "
+                    + wrong.map { "\($0) has \(existing[$0]!)" }.joined(separator: ", ")
+                    + ". Use --partitions \(existing[wrong[0]]!) or other topic names (--topic-orders, …).")
+                throw ExitCode(2)
+            }
+            let missing = config.topics.all.filter { existing[$0] == nil }
+            try admin.createTopics(missing.map { (name: $0, partitions: partitions) }, timeout: .seconds(30))
+            for t in config.topics.all {
+                print("\(t): \(partitions) partitions\(existing[t] == nil ? " (created)" : " (already there)")")
+            }
         }
     }
 }

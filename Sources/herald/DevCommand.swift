@@ -87,8 +87,8 @@ struct DevCommand: ParsableCommand {
             written = (n, d)
             if Date().timeIntervalSince(lastPrint) >= 1 || (n >= expected && d >= malformed) {
                 lastPrint = Date()
-                say(String(format: "  %6.1fs  notifications %d/%d  dead letters %d/%d",
-                           Date().timeIntervalSince(started), n, expected, d, malformed))
+                say(String(format: "  %6.1fs  notifications %d/%d  dead letters %d/%d  ",
+                           Date().timeIntervalSince(started), n, expected, d, malformed) + PipelineProgress(pipeline).line)
             }
             return n >= expected && d >= malformed
         }
@@ -118,6 +118,11 @@ struct DevCommand: ParsableCommand {
             WHERE status = 'sent' ORDER BY rule_id, id
             """)
         printTable(["rule", "user", "body"], samples.rows.map { $0.map { $0 ?? "" } })
+        // Lag is sampled every second; give the last sample a moment to show the drained state.
+        _ = try? pipeline.await(timeout: 5) { PipelineProgress(pipeline).stages.allSatisfy { $0.lag == 0 } }
+        say("")
+        say("The workers, from their /metrics (\(pipeline.metricsPorts.values.sorted().map(String.init).joined(separator: ", "))):")
+        printTable(["stage", "consumed", "emitted", "dead letters", "batches", "lag"], PipelineProgress(pipeline).rows)
         say(String(format: "\ndone in %.1fs", Date().timeIntervalSince(started)))
         succeeded = true
     }
@@ -143,13 +148,6 @@ struct DevCommand: ParsableCommand {
     }
 
     func printTable(_ header: [String], _ rows: [[String]]) {
-        var widths = header.map(\.count)
-        for r in rows { for (i, c) in r.enumerated() { widths[i] = max(widths[i], c.count) } }
-        func line(_ cells: [String]) -> String {
-            cells.enumerated().map { i, c in c + String(repeating: " ", count: widths[i] - c.count) }.joined(separator: "  ")
-        }
-        say("  " + line(header))
-        say("  " + line(widths.map { String(repeating: "-", count: $0) }))
-        for r in rows { say("  " + line(r)) }
+        Console.table(header, rows)
     }
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import HeraldCore
 import HeraldKafka
+import Logging
 
 /// Flags every worker takes (SPEC §9). Each also comes from an environment variable
 /// (`--brokers` from `HERALD_BROKERS`, …); a flag wins over the environment.
@@ -42,11 +43,32 @@ public struct WorkerOptions: ParsableArguments, Sendable {
     @Option(help: "Log level: trace, debug, info, notice, warning, error (env HERALD_LOG_LEVEL).")
     public var logLevel: String?
 
+    @Option(help: "Log format: text (human-readable) or json (one object per line) (env HERALD_LOG_FORMAT).")
+    public var logFormat: String?
+
+    @Option(help: "Port of the HTTP endpoint serving /metrics, /healthz and /readyz; 0 turns it off (env HERALD_METRICS_PORT; default 9400).")
+    public var metricsPort: Int?
+
+    @Option(help: "How far the wall clock must pass a timer's due time on a caught-up partition before it fires, e.g. 5s (env HERALD_GRACE; default 5s).")
+    public var grace: String?
+
+    @Option(help: "How often per-user state is checkpointed with offsets, e.g. 10s (env HERALD_CHECKPOINT_INTERVAL; default 10s).")
+    public var checkpointInterval: String?
+
     public init() {}
 
     static func env(_ name: String) -> String? {
         let v = ProcessInfo.processInfo.environment[name]
         return v?.isEmpty == false ? v : nil
+    }
+
+    /// A duration flag such as `5s`, `2m`, `1h`; nil when not given.
+    static func span(_ text: String?, flag: String) throws -> TimeSpan? {
+        guard let text else { return nil }
+        guard let span = TimeSpan(parsing: text), span >= .zero else {
+            throw ValidationError("\(flag) takes a duration such as 5s, 2m or 1h; got '\(text)'")
+        }
+        return span
     }
 
     /// The resolved configuration, flags over environment over defaults.
@@ -79,6 +101,21 @@ public struct WorkerOptions: ParsableArguments, Sendable {
             c.batchSize = b
         }
         c.logLevel = logLevel ?? Self.env("HERALD_LOG_LEVEL") ?? "info"
+        guard Logger.Level(rawValue: c.logLevel) != nil else {
+            throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical; got '\(c.logLevel)'")
+        }
+        c.logFormat = logFormat ?? Self.env("HERALD_LOG_FORMAT") ?? "text"
+        guard ["text", "json"].contains(c.logFormat) else {
+            throw ValidationError("--log-format must be text or json, got '\(c.logFormat)'")
+        }
+        if let p = metricsPort ?? Self.env("HERALD_METRICS_PORT").map({ Int($0) ?? -1 }) {
+            guard (0...65535).contains(p) else { throw ValidationError("--metrics-port must be 0…65535") }
+            c.metricsPort = p
+        }
+        c.grace = try Self.span(grace ?? Self.env("HERALD_GRACE"), flag: "--grace") ?? c.grace
+        c.checkpointInterval = try Self.span(checkpointInterval ?? Self.env("HERALD_CHECKPOINT_INTERVAL"),
+                                             flag: "--checkpoint-interval") ?? c.checkpointInterval
+        guard c.checkpointInterval > .zero else { throw ValidationError("--checkpoint-interval must be positive") }
         return c
     }
 }
@@ -95,8 +132,13 @@ public struct WorkerConfig: Sendable {
     public var schema = "herald"
     public var batchSize = 5000
     public var logLevel = "info"
+    public var logFormat = "text"
+    /// 0: no HTTP endpoint.
+    public var metricsPort = 9400
     /// How long past the wall clock a caught-up partition waits before its timers fire (SPEC §5).
     public var grace = TimeSpan.seconds(5)
+    /// How often per-user state and offsets are checkpointed (issue 5).
+    public var checkpointInterval: TimeSpan = .seconds(10)
 
     public init(stage: String) {
         self.stage = stage

@@ -71,11 +71,21 @@ public final class LocalPipeline {
          "HERALD_KAFKA_PROPERTIES": "session.timeout.ms=6000;heartbeat.interval.ms=500"]
     }
 
+    /// Each worker's /metrics port, by process name.
+    public private(set) var metricsPorts: [String: Int] = [:]
+
+    /// Starts a worker with `environment` plus `overrides` and a free metrics port of its own.
     @discardableResult
-    public func startWorker(_ executable: String, arguments: [String] = []) throws -> ManagedProcess {
+    public func startWorker(_ executable: String, arguments: [String] = [],
+                            overrides: [String: String] = [:]) throws -> ManagedProcess {
         workerCount += 1
-        let p = try ManagedProcess(name: "\(executable)-\(workerCount)", executable: Executables.path(executable),
-                                   arguments: arguments, environment: environment, logDirectory: workDirectory)
+        let name = "\(executable)-\(workerCount)"
+        let port = ThrowawayPostgres.freePort()
+        metricsPorts[name] = port
+        let env = environment.merging(["HERALD_METRICS_PORT": String(port)]) { _, new in new }
+            .merging(overrides) { _, new in new }
+        let p = try ManagedProcess(name: name, executable: Executables.path(executable),
+                                   arguments: arguments, environment: env, logDirectory: workDirectory)
         workers.append(p)
         return p
     }

@@ -92,6 +92,7 @@ public enum SinkStage {
         var letters: [DeadLetter] = []
         var offsets: [TopicPartition: Int64] = [:]
         var count = 0
+        let monitor = PartitionMonitor(consumer: consumer, logger: logger)
         while !stop.isSet {
             // Gather a batch: up to batchSize messages or flushInterval after the first.
             let clock = ContinuousClock()
@@ -100,6 +101,8 @@ public enum SinkStage {
                 let wait: Duration = deadline.map { max(.zero, $0 - clock.now) } ?? .milliseconds(100)
                 if deadline != nil, wait == .zero { break }
                 let messages = try consumer.poll(maxMessages: config.batchSize - count, timeout: wait)
+                monitor.polled()
+                HeraldMetrics.consumed(messages)
                 if messages.isEmpty {
                     if deadline == nil { continue } else { break }
                 }
@@ -122,9 +125,15 @@ public enum SinkStage {
                 }
             }
             if count == 0 { continue }
+            let started = ContinuousClock.now
             try writeWithRetry(outcomes: outcomes, conversions: conversions, letters: letters, conn: &conn,
-                               writer: writer, config: config, logger: logger, stop: stop)
+                               writer: writer, config: config, logger: logger, stop: stop) {
+                monitor.pause(because: "PostgreSQL writes are failing")
+            }
+            monitor.resume()
             try consumer.commit(offsets)
+            monitor.committed(offsets, batch: [], since: started)
+            HeraldMetrics.written(outcomes: outcomes, conversions: conversions.count, deadLetters: letters.count, now: .now)
             logger.debug("batch written", metadata: ["outcomes": "\(outcomes.count)", "dead_letters": "\(letters.count)"])
             outcomes.removeAll(keepingCapacity: true)
             conversions.removeAll(keepingCapacity: true)
@@ -138,7 +147,8 @@ public enum SinkStage {
     /// session ends, the consumer leaves the group, and the batch is re-read after recovery.
     private static func writeWithRetry(outcomes: [Outcome], conversions: [Conversion], letters: [DeadLetter],
                                        conn: inout PostgresConnection,
-                                       writer: SinkWriter, config: WorkerConfig, logger: Logger, stop: StopSignal) throws {
+                                       writer: SinkWriter, config: WorkerConfig, logger: Logger, stop: StopSignal,
+                                       stalled: () -> Void) throws {
         var backoff = Backoff(initial: 0.2, max: 5)
         let giveUp = Date().addingTimeInterval(30)
         while true {
@@ -147,6 +157,7 @@ public enum SinkStage {
                 return
             } catch let error as PostgresError {
                 guard Date() < giveUp, !stop.isSet else { throw error }
+                stalled()
                 let delay = backoff.take()
                 logger.warning("batch write failed; retrying", metadata: ["error": "\(error)", "retry_in_s": "\(delay)"])
                 stop.sleep(delay)

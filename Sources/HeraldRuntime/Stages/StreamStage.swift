@@ -137,9 +137,12 @@ final class StreamStage {
         defer { consumer.close() }
         let positions = PartitionPositions(consumer: consumer)
         pending.positions = positions
+        let monitor = PartitionMonitor(consumer: consumer, logger: logger)
         var outputs: [OutputRecord] = []
         while !stop.isSet {
             let messages = try consumer.poll(maxMessages: config.batchSize, timeout: .milliseconds(100))
+            monitor.polled()
+            let started = ContinuousClock.now
             outputs.removeAll(keepingCapacity: true)
             for message in messages {
                 positions.consumed(message)
@@ -154,9 +157,10 @@ final class StreamStage {
                 producer.poll()
                 continue
             }
-            try producer.flush(timeout: .seconds(60))
+            try monitor.flush(producer, timeout: .seconds(60))
             if !pending.offsets.isEmpty {
                 try consumer.commit(pending.offsets)
+                monitor.committed(pending.offsets, batch: messages, since: started)
                 pending.offsets.removeAll(keepingCapacity: true)
             }
         }

@@ -98,6 +98,7 @@ final class TriggerHandler: StageHandler {
         for o in triggerOutputs {
             switch o {
             case .candidate(let c):
+                HeraldMetrics.fired(c)
                 out.append(OutputRecord(topic: topics.candidates, key: Array(c.userID.utf8), value: c.json))
             case .conversion(let c):
                 out.append(OutputRecord(topic: topics.candidates, key: Array(c.userID.utf8), value: c.json))
@@ -142,6 +143,7 @@ final class ShaperHandler: StageHandler {
             }
             let candidate = try Candidate(json: message.value)
             for outcome in shaper.process(candidate) {
+                HeraldMetrics.decided(outcome)
                 out.append(OutputRecord(topic: topics.outcomes, key: Array(outcome.userID.utf8), value: outcome.json))
             }
         } catch {

@@ -11,9 +11,12 @@ public enum WorkerMain {
         body: @escaping @Sendable (WorkerConfig, RuleSet?, Logger, StopSignal) throws -> Void
     ) async throws {
         let config = try options.resolve(stage: stage)
-        HeraldLogging.bootstrap(level: config.logLevel)
+        HeraldLogging.bootstrap(level: config.logLevel, format: config.logFormat)
         var logger = Logger(label: stage)
         logger[metadataKey: "stage"] = "\(stage)"
+        logger.info("starting", metadata: config.loggable)
+        let observability = Observability.start(config: config, logger: logger)
+        defer { observability.stop() }
         var rules: RuleSet?
         if needsRules {
             let loaded = try RulesFiles.load(config.rulesPath)
