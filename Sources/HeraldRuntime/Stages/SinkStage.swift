@@ -31,13 +31,13 @@ enum PostgresWait {
 public enum SinkStage {
     public static let name = "herald-sink"
 
-    /// How long a batch is held open for more messages.
-    static let flushInterval: Duration = .milliseconds(200)
+    /// How often the partitions ahead of today are checked while running.
+    static let partitionCheckInterval: Duration = .seconds(3600)
 
-    public static func run(config: WorkerConfig, logger: Logger, stop: StopSignal) throws {
+    public static func run(config: WorkerConfig, sink: SinkConfig = SinkConfig(), logger: Logger, stop: StopSignal) throws {
         let topics = config.topics
         guard var conn = try PostgresWait.connect(config.postgres, logger: logger, stop: stop) else { return }
-        let writer = SinkWriter(schema: config.schema)
+        var writer = SinkWriter(schema: config.schema)
         let migrator = Migrator(schema: config.schema)
         var version = try migrator.currentVersion(conn)
         while version < Migrator.latestVersion, !stop.isSet {
@@ -48,6 +48,7 @@ public enum SinkStage {
             version = try migrator.currentVersion(conn)
         }
         try writer.prepare(conn)
+        try writer.partitions.ensureAhead(on: conn)
         _ = try TopicCheck.waitForTopics([topics.outcomes, topics.deadletter], coPartitioned: false,
                                          config: config, logger: logger, stop: stop)
         var backoff = Backoff()
@@ -64,7 +65,8 @@ public enum SinkStage {
                 // A consumer that cannot be created on the first try is misconfigured.
                 firstSession = false
                 defer { consumer.close() }
-                try session(consumer: consumer, conn: &conn, writer: writer, config: config, logger: logger, stop: stop)
+                try session(consumer: consumer, conn: &conn, writer: &writer, config: config, sink: sink, logger: logger,
+                            stop: stop)
                 backoff = Backoff()
             } catch let error as WorkerError {
                 throw error
@@ -84,25 +86,30 @@ public enum SinkStage {
         }
     }
 
-    private static func session(consumer: KafkaConsumer, conn: inout PostgresConnection, writer: SinkWriter,
-                                config: WorkerConfig, logger: Logger, stop: StopSignal) throws {
+    private static func session(consumer: KafkaConsumer, conn: inout PostgresConnection, writer: inout SinkWriter,
+                                config: WorkerConfig, sink: SinkConfig, logger: Logger, stop: StopSignal) throws {
         let topics = config.topics
+        let clock = ContinuousClock()
+        let origin = clock.now
+        var pacer = sink.maxRowsPerSecond.map { RatePacer(rowsPerSecond: Double($0)) }
+        // Under a rate cap a batch holds at most one second's worth, so pacing stays smooth.
+        let batchSize = min(config.batchSize, sink.maxRowsPerSecond ?? .max)
+        var nextPartitionCheck = clock.now + partitionCheckInterval
         var outcomes: [Outcome] = []
         var letters: [DeadLetter] = []
         var offsets: [TopicPartition: Int64] = [:]
         var count = 0
         while !stop.isSet {
-            // Gather a batch: up to batchSize messages or flushInterval after the first.
-            let clock = ContinuousClock()
+            // Gather a batch: up to batchSize messages or the flush interval after the first.
             var deadline: ContinuousClock.Instant?
-            while count < config.batchSize, !stop.isSet {
+            while count < batchSize, !stop.isSet {
                 let wait: Duration = deadline.map { max(.zero, $0 - clock.now) } ?? .milliseconds(100)
                 if deadline != nil, wait == .zero { break }
-                let messages = try consumer.poll(maxMessages: config.batchSize - count, timeout: wait)
+                let messages = try consumer.poll(maxMessages: batchSize - count, timeout: wait)
                 if messages.isEmpty {
                     if deadline == nil { continue } else { break }
                 }
-                if deadline == nil { deadline = clock.now + flushInterval }
+                if deadline == nil { deadline = clock.now + sink.flushInterval }
                 for m in messages {
                     count += 1
                     offsets[TopicPartition(m.topic, m.partition)] = m.offset + 1
@@ -119,7 +126,17 @@ public enum SinkStage {
                 }
             }
             if count == 0 { continue }
-            try writeWithRetry(outcomes: outcomes, letters: letters, conn: &conn, writer: writer, config: config,
+            if var p = pacer {
+                // Peak shaving: wait for the budget before writing; Kafka keeps the backlog.
+                let wait = p.reserve(outcomes.count + letters.count, at: (clock.now - origin) / .seconds(1))
+                pacer = p
+                if wait > 0 { stop.sleep(wait) }
+            }
+            if clock.now >= nextPartitionCheck {
+                nextPartitionCheck = clock.now + partitionCheckInterval
+                try? writer.partitions.ensureAhead(on: conn)
+            }
+            try writeWithRetry(outcomes: outcomes, letters: letters, conn: &conn, writer: &writer, config: config,
                                logger: logger, stop: stop)
             try consumer.commit(offsets)
             logger.debug("batch written", metadata: ["outcomes": "\(outcomes.count)", "dead_letters": "\(letters.count)"])
@@ -133,7 +150,7 @@ public enum SinkStage {
     /// Retries a failed batch for a while (the consumer keeps its partitions); past that the
     /// session ends, the consumer leaves the group, and the batch is re-read after recovery.
     private static func writeWithRetry(outcomes: [Outcome], letters: [DeadLetter], conn: inout PostgresConnection,
-                                       writer: SinkWriter, config: WorkerConfig, logger: Logger, stop: StopSignal) throws {
+                                       writer: inout SinkWriter, config: WorkerConfig, logger: Logger, stop: StopSignal) throws {
         var backoff = Backoff(initial: 0.2, max: 5)
         let giveUp = Date().addingTimeInterval(30)
         while true {
