@@ -31,6 +31,16 @@ struct SinkWriter {
             """)
     }
 
+    /// One `COPY` row: `seq` then `columns`.
+    static func stagedRow(_ o: Outcome, seq: Int) -> [String?] {
+        [
+            String(seq), o.notificationID, o.shopID, o.userID, o.ruleID, o.variant, o.priority.rawValue,
+            PostgresArray.literal(o.channels), o.status.rawValue, o.reason, o.mergedInto, o.title, o.body,
+            o.escalated ? "t" : "f", PostgresArray.literal(o.tags), PostgresArray.literal(o.triggerEventIDs),
+            o.eventTime.rfc3339, o.dueAt?.rfc3339, o.decidedAt.rfc3339, o.rulesVersion,
+        ]
+    }
+
     /// Makes sure a partition exists for every day the outcomes fall on (its own short
     /// transaction, before the batch's, so the batch never waits on DDL it does not need).
     mutating func ensurePartitions(for outcomes: [Outcome], on conn: PostgresConnection) throws {
@@ -66,14 +76,7 @@ struct SinkWriter {
             var changed = 0
             if !outcomes.isEmpty {
                 try conn.copyFrom("COPY herald_staged_outcomes (seq, \(Self.columns)) FROM STDIN") { rows in
-                    for (i, o) in outcomes.enumerated() {
-                        rows.append([
-                            String(i), o.notificationID, o.shopID, o.userID, o.ruleID, o.variant, o.priority.rawValue,
-                            PostgresArray.literal(o.channels), o.status.rawValue, o.reason, o.mergedInto, o.title, o.body,
-                            o.escalated ? "t" : "f", PostgresArray.literal(o.tags), PostgresArray.literal(o.triggerEventIDs),
-                            o.eventTime.rfc3339, o.dueAt?.rfc3339, o.decidedAt.rfc3339, o.rulesVersion,
-                        ])
-                    }
+                    for (i, o) in outcomes.enumerated() { rows.append(Self.stagedRow(o, seq: i)) }
                 }
                 // Within a batch the last status change of an id wins, except that a final
                 // status is never replaced by `deferred`; across batches the same holds in the
