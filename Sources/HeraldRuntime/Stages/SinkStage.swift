@@ -134,7 +134,7 @@ public enum SinkStage {
             }
             if clock.now >= nextPartitionCheck {
                 nextPartitionCheck = clock.now + partitionCheckInterval
-                try? writer.partitions.ensureAhead(on: conn)
+                _ = try? writer.partitions.ensureAhead(on: conn)
             }
             try writeWithRetry(outcomes: outcomes, letters: letters, conn: &conn, writer: &writer, config: config,
                                logger: logger, stop: stop)
