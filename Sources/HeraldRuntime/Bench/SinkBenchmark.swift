@@ -35,7 +35,8 @@ public struct SinkBenchmark {
     }
 
     /// Deterministic outcomes shaped like production: 10 rules, 3 shops, 100,000 users,
-    /// mostly `sent` with an A/B variant, some suppressed, over the last two days.
+    /// mostly `sent` with an A/B variant, some suppressed, arriving roughly in event-time
+    /// order over the hour before now (a live stream, seconds of jitter).
     public static func outcomes(_ n: Int, now: Timestamp = .wallClock) -> [Outcome] {
         let shops = ["s1", "s2", "s42"]
         let rules = ["payment-failed", "cart-abandoned", "code-not-delivered", "login-risk", "first-purchase-guide",
@@ -44,7 +45,8 @@ public struct SinkBenchmark {
         return (0..<n).map { i in
             let user = Int(random.next() % 100_000)
             let rule = rules[i % rules.count]
-            let eventTime = now - TimeSpan(microseconds: Int64(random.next() % 172_800_000_000))
+            let step = Int64(3_600_000_000) / Int64(max(n, 1))
+            let eventTime = now - TimeSpan(microseconds: Int64(n - i) * step + Int64(random.next() % 5_000_000))
             let suppressed = i % 7 == 0
             return Outcome(
                 notificationID: String(format: "%016llx%016llx", random.next(), UInt64(i)),
