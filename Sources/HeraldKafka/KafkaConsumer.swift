@@ -211,6 +211,17 @@ public final class KafkaConsumer {
         return (low, high)
     }
 
+    /// The watermarks librdkafka last saw in fetch responses for `tp`, without asking the
+    /// broker; nil until a fetch response has been seen.
+    public func cachedWatermarks(_ tp: TopicPartition) -> (low: Int64, high: Int64)? {
+        guard !closed else { return nil }
+        var low: Int64 = -1
+        var high: Int64 = -1
+        let err = rd_kafka_get_watermark_offsets(client.handle, tp.topic, tp.partition, &low, &high)
+        guard err == RD_KAFKA_RESP_ERR_NO_ERROR, high >= 0 else { return nil }
+        return (max(low, 0), high)
+    }
+
     /// Leaves the group (the final revoke fires `onRebalance`). Idempotent.
     public func close() {
         guard !closed, !closing else { return }

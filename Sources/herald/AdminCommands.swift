@@ -123,10 +123,9 @@ struct RulesCommand: ParsableCommand {
                 Console.error("\(error.diagnostics.count) error\(error.diagnostics.count == 1 ? "" : "s")")
                 throw ExitCode(1)
             case .success(let rules):
-                print("ok: \(rules.rules.count) rules, \(rules.templates.count) templates, version \(rules.version)")
+                Console.say("ok: \(rules.rules.count) rules, \(rules.templates.count) templates, version \(rules.version)")
                 for rule in rules.rules {
-                    let shops = rule.shops.map { " shops=\($0.sorted().joined(separator: ","))" } ?? ""
-                    print("  \(rule.id): on \(rule.on.map(\.description).joined(separator: ", ")) → \(rule.notify.template) [\(rule.notify.priority.rawValue)]\(shops)")
+                    Console.say("  \(rule.id): \(RuleSummary.describe(rule))")
                 }
             }
         }

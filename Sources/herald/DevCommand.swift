@@ -66,7 +66,7 @@ struct DevCommand: ParsableCommand {
             }
             let m = traffic.next()
             if case .success(let event) = EventDecoder.decode(m.value, topic: m.topic) {
-                expected += engine.process(event).count
+                expected += engine.process(event).compactMap(\.candidate).count
             }
             try producer.send(topic: m.topic == .orders ? topics.orders : topics.behavior, key: m.key, value: m.value)
         }

@@ -26,7 +26,7 @@ import Testing
 
     @Test func immediateRuleFiresOnceWithADeterministicID() throws {
         var engine = TriggerEngine(rules: Self.rules)
-        let candidates = engine.process(event("payment_failed"))
+        let candidates = engine.process(event("payment_failed")).compactMap(\.candidate)
         #expect(candidates.count == 1)
         let c = try #require(candidates.first)
         #expect(c.ruleID == "payment-failed")
@@ -38,21 +38,21 @@ import Testing
         #expect(c.firedAt == c.eventTime)
         // Same event again, in another engine: same id.
         var other = TriggerEngine(rules: Self.rules)
-        #expect(other.process(event("payment_failed")).map(\.id) == [c.id])
-        #expect(other.process(event("payment_failed", id: "e2")).map(\.id) != [c.id])
+        #expect(other.process(event("payment_failed")).compactMap(\.candidate).map(\.id) == [c.id])
+        #expect(other.process(event("payment_failed", id: "e2")).compactMap(\.candidate).map(\.id) != [c.id])
     }
 
     @Test func rulesMatchOnlyTheirEventsAndShops() {
         var engine = TriggerEngine(rules: Self.rules)
-        #expect(engine.process(event("order_paid")).isEmpty)
-        #expect(engine.process(event("card_delivered", shop: "s2", extra: #","card_code":"ABCD1234WXYZ""#)).isEmpty)
-        #expect(engine.process(event("card_delivered", extra: #","card_code":"ABCD1234WXYZ""#)).map(\.ruleID) == ["code"])
+        #expect(engine.process(event("order_paid", id: "e1")).compactMap(\.candidate).isEmpty)
+        #expect(engine.process(event("card_delivered", shop: "s2", id: "e2", extra: #","card_code":"ABCD1234WXYZ""#)).compactMap(\.candidate).isEmpty)
+        #expect(engine.process(event("card_delivered", id: "e3", extra: #","card_code":"ABCD1234WXYZ""#)).compactMap(\.candidate).map(\.ruleID) == ["code"])
     }
 
     @Test func shaperRendersAndSends() throws {
         var engine = TriggerEngine(rules: Self.rules)
         var shaper = Shaper(rules: Self.rules)
-        let c = engine.process(event("payment_failed"))[0]
+        let c = engine.process(event("payment_failed")).compactMap(\.candidate)[0]
         let outcomes = shaper.process(c)
         #expect(outcomes.count == 1)
         let o = outcomes[0]
@@ -70,7 +70,7 @@ import Testing
     @Test func missingVariableFails() throws {
         var engine = TriggerEngine(rules: Self.rules)
         var shaper = Shaper(rules: Self.rules)
-        let c = engine.process(event("payment_failed", extra: ""))[0]
+        let c = engine.process(event("payment_failed", extra: "")).compactMap(\.candidate)[0]
         let o = shaper.process(c)[0]
         #expect(o.status == .failed)
         #expect(o.reason == "missing_variable:event.order_id")
@@ -81,7 +81,7 @@ import Testing
     @Test func messagesRoundTripThroughJSON() throws {
         var engine = TriggerEngine(rules: Self.rules)
         var shaper = Shaper(rules: Self.rules)
-        let c = engine.process(event("payment_failed"))[0]
+        let c = engine.process(event("payment_failed")).compactMap(\.candidate)[0]
         #expect(try Candidate(json: c.json) == c)
         var o = shaper.process(c)[0]
         o.dueAt = Timestamp(rfc3339: "2026-11-26T00:00:00Z")

@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import HeraldCore
 
@@ -68,7 +69,7 @@ import Testing
             on: order.paid
             notify: { template: missing }
           - on: orders.paid
-            wait: 1h
+            wait: 1x
             colour: red
             notify: { template: t }
         """
@@ -76,11 +77,11 @@ import Testing
             "4:31: template t.body: unknown filter 'shout' (known: default, mask, upper, lower, truncate, date, count, map, join)",
             "6:5: template 'u' has no body",
             "10:38: priority must be one of urgent, high, normal, low",
-            "12:9: 'order.paid' is not an event name: use orders.<type>, behavior.<type>, orders.*, behavior.* or *",
             "11:9: duplicate rule id 'a' (first defined in r.yaml)",
-            "15:5: 'wait' is not supported by this version of Herald yet",
+            "12:9: 'order.paid' is not an event name: use orders.<type>, behavior.<type>, orders.*, behavior.* or *",
             "16:5: unknown key 'colour' in a rule (expected id, on, where, shops, wait, at, cancel_on, threshold, idle, repeat, goal, notify, dedupe, merge)",
             "14:5: a rule needs an id",
+            "15:11: wait must be a duration such as 90s, 5m, 1h30m or 3d",
         ])
     }
 
@@ -116,5 +117,132 @@ import Testing
         let dup = RulesLoader.Source(path: "dir/c.yaml", contents: "rules:\n  - id: r\n    on: '*'\n    notify: { template: t }\n")
         guard case .failure(let e) = RulesLoader.load([a, b, dup]) else { Issue.record("accepted a duplicate id"); return }
         #expect(e.diagnostics.map(\.description).first?.hasPrefix("dir/c.yaml:2:9: error: duplicate rule id 'r' (first defined in dir/b.yaml)") == true)
+    }
+}
+
+@Suite struct FullRulesLanguageTests {
+    static let specFile = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .appendingPathComponent("../../deploy/rules/herald.yaml").standardized.path
+
+    @Test func theSpecExampleLoads() throws {
+        let text = try String(contentsOfFile: Self.specFile, encoding: .utf8)
+        let rules = try RulesLoader.load(yaml: text, path: "herald.yaml").get()
+        #expect(rules.rules.count == 10)
+        let byID = Dictionary(uniqueKeysWithValues: rules.rules.map { ($0.id, $0) })
+        #expect(byID["cart-abandoned"]?.timing == .wait(.hours(1)))
+        #expect(byID["cart-abandoned"]?.cancel?.events.map(\.description) == ["orders.order_created", "behavior.checkout_start"])
+        #expect(byID["cart-abandoned"]?.goal == Rule.Goal(event: EventPattern(parsing: "orders.order_paid")!, within: .hours(24)))
+        #expect(byID["cart-abandoned"]?.dedupe == Rule.Dedupe(window: .hours(24), key: nil))
+        #expect(byID["code-not-delivered"]?.cancel?.match == ["order_id"])
+        #expect(byID["login-risk"]?.timing == .threshold(count: 3, within: .minutes(10), resetOn: [EventPattern(parsing: "behavior.login_success")!]))
+        #expect(byID["win-back"]?.timing == .idle(.days(30)))
+        #expect(byID["win-back"]?.on == [EventPattern(topic: nil, type: nil)])
+        if case .at(let list)? = byID["repayment"]?.timing { #expect(list.count == 3) } else { Issue.record("repayment is not `at`") }
+        #expect(byID["margin-call"]?.repeatEvery == Rule.Repeat(every: .minutes(5), times: 2))
+        #expect(byID["logistics"]?.merge == Rule.Merge(window: .minutes(10), template: "logistics_digest"))
+        #expect(rules.policies.quietHours == Policies.QuietHours(start: 22 * 60, end: 8 * 60, bypass: [.urgent]))
+        #expect(rules.policies.frequencyCap == Policies.FrequencyCap(max: 3, per: .hours(24), bypass: [.urgent, .high]))
+        #expect(rules.policies.dedupeWindow == .hours(1))
+        // The shop override keeps the global bypass lists.
+        #expect(rules.policies.shops["s42"]?.quietHours == Policies.QuietHours(start: 23 * 60, end: 7 * 60, bypass: [.urgent]))
+        #expect(rules.policies.shops["s42"]?.frequencyCap == Policies.FrequencyCap(max: 5, per: .hours(24), bypass: [.urgent, .high]))
+        #expect(rules.experiments == [Experiment(rule: "cart-abandoned", variants: [
+            .init(name: "A", template: "cart_reminder", weight: 50), .init(name: "B", template: "cart_reminder_coupon", weight: 50),
+        ])])
+    }
+
+    func diagnostics(_ yaml: String) -> [String] {
+        switch RulesLoader.load(yaml: "templates:\n  t: { body: hi }\n" + yaml, path: "r.yaml") {
+        case .success: return []
+        case .failure(let e): return e.diagnostics.map { "\($0.line):\($0.column): \($0.message)" }
+        }
+    }
+
+    @Test func validatesEveryRuleKey() {
+        #expect(diagnostics("""
+        rules:
+          - id: a
+            on: orders.x
+            where: "event.amount > 'x' + 1"
+            notify: { template: t }
+        """) == ["6:32: where: cannot apply '+' to a string and a number"])
+        #expect(diagnostics("""
+        rules:
+          - id: a
+            on: orders.x
+            wait: 1h
+            idle: 2d
+            notify: { template: t }
+        """) == ["7:5: rule 'a' has both 'wait' and 'idle': use one of wait, at, threshold, idle"])
+        #expect(diagnostics("""
+        rules:
+          - id: a
+            on: orders.x
+            cancel_on: [orders.y]
+            notify: { template: t }
+        """) == ["6:5: cancel_on needs something to cancel: use it with wait, at or repeat"])
+        #expect(diagnostics("""
+        rules:
+          - id: a
+            on: orders.x
+            at: ["event.due_at - 3d", "5"]
+            threshold: { count: 0, within: 10m }
+            repeat: { every: 5m }
+            goal: { event: orders.y, within: soon }
+            dedupe: { window: 1h, key: "{{ event.order_id | nope }}" }
+            merge: { window: 10m, template: digest }
+            notify: { template: t }
+        """) == [
+            "7:5: rule 'a' has both 'at' and 'threshold': use one of wait, at, threshold, idle",
+            "6:32: at: expected a timestamp expression, but this is a number",
+            "7:25: threshold.count must be a whole number from 1 to 1000000",
+            "8:13: repeat needs every and times",
+            "9:38: goal.within must be a duration such as 90s, 5m, 1h30m or 3d",
+            "10:53: template dedupe.key: unknown filter 'nope' (known: default, mask, upper, lower, truncate, date, count, map, join)",
+        ])
+        #expect(diagnostics("""
+        rules:
+          - id: a
+            on: orders.x
+            merge: { window: 10m, template: digest }
+            notify: { template: t }
+        """) == ["6:37: rule 'a' uses unknown template 'digest'"])
+    }
+
+    @Test func validatesPoliciesAndExperiments() {
+        #expect(diagnostics("""
+        rules:
+          - { id: a, on: orders.x, notify: { template: t } }
+        policies:
+          quiet_hours: { start: "22:00", end: "8am", bypass: [urgent, vip] }
+          frequency_cap: { max: 3 }
+          shops:
+            s1: { quiet: true }
+        experiments:
+          - rule: b
+            variants:
+              A: { template: t, weight: 50 }
+              B: { template: missing }
+        """) == [
+            "6:39: policies.quiet_hours.end must be a local time HH:MM such as 22:00",
+            "7:18: policies.frequency_cap needs 'per'",
+            "9:11: unknown key 'quiet' in policies.shops.s1 (expected quiet_hours, frequency_cap)",
+            "11:11: experiment for unknown rule 'b'",
+            "11:11: experiment variant 'B' uses unknown template 'missing'",
+        ])
+    }
+
+    @Test func aBadExpressionShowsACaretUnderTheColumn() {
+        guard case .failure(let e) = RulesLoader.load(yaml: """
+        templates: { t: { body: hi } }
+        rules:
+          - { id: a, on: orders.x, where: "event.amount >> 1", notify: { template: t } }
+        """, path: "r.yaml") else { Issue.record("accepted"); return }
+        let lines = e.description.split(separator: "\n").map(String.init)
+        #expect(lines == [
+            "r.yaml:3:50: error: where: unexpected '>'",
+            #"      - { id: a, on: orders.x, where: "event.amount >> 1", notify: { template: t } }"#,
+            String(repeating: " ", count: 4 + 49) + "^",
+        ])
     }
 }

@@ -39,7 +39,7 @@ import Testing
         for i in 0..<10_000 {
             let m = traffic.make(.orders, "payment_failed", user: i % 1000)
             let event = try EventDecoder.decode(m.value, topic: .orders).get()
-            for c in engine.process(event) {
+            for c in engine.process(event).compactMap(\.candidate) {
                 for o in shaper.process(c) { expected[o.notificationID] = o }
             }
             try producer.send(topic: "orders", key: m.key, value: m.value)

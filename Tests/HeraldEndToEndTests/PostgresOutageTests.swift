@@ -33,7 +33,7 @@ import Testing
             for i in range {
                 let m = traffic.make(.orders, "payment_failed", user: i % 500)
                 let event = try EventDecoder.decode(m.value, topic: .orders).get()
-                for c in engine.process(event) {
+                for c in engine.process(event).compactMap(\.candidate) {
                     for o in shaper.process(c) { expected.insert(o.notificationID) }
                 }
                 try producer.send(topic: "orders", key: m.key, value: m.value)

@@ -93,6 +93,24 @@ import Testing
         #expect(rows.rows == [["e1", "open", "normal"], ["e2", "open", "normal"]])
     }
 
+    @Test func conversionsTakeTheNotificationsTimeAndVariantOnceEach() throws {
+        let (conn, schema) = try base.migratedSchema()
+        var writer = SinkWriter(schema: schema)
+        try writer.prepare(conn)
+        let s = "\"\(schema)\""
+        let sent = base.outcome("c1", .sent, variant: "A")
+        let conversion = Conversion(notificationID: "c1", ruleID: "r1", shopID: "s1", userID: "u1", variant: nil,
+                                    goalEventID: "g1", convertedAt: Timestamp(rfc3339: "2026-11-25T09:00:00Z")!)
+        // The notification and its conversion in one batch, then the conversion replayed.
+        try writer.write(outcomes: [sent], conversions: [conversion], deadLetters: [], on: conn)
+        try writer.write(outcomes: [], conversions: [conversion], deadLetters: [], on: conn)
+        let rows = try conn.execute("SELECT notification_id, notification_time = $1::timestamptz, variant FROM \(s).conversions",
+                                    [sent.eventTime.rfc3339])
+        #expect(rows.rows == [["c1", "t", "A"]])
+        let funnel = try conn.execute("SELECT rule_id, variant, sent, converted FROM \(s).funnel")
+        #expect(funnel.rows == [["r1", "A", "1", "1"]])
+    }
+
     @Test func partitionsAreCreatedAheadAndRetentionDropsExactlyTheOldOnes() throws {
         let (conn, schema) = try base.migratedSchema()
         let partitions = NotificationPartitions(schema: schema)

@@ -16,13 +16,19 @@ public struct Candidate: Sendable, Equatable {
     /// The pipeline clock when the rule fired (the fire time of a delayed rule).
     public var firedAt: Timestamp
     public var rulesVersion: String
+    /// 0 for a rule's first firing from its trigger; schedules and repeats count up.
+    public var ordinal: Int
+    /// Set when the firing itself failed (an `at` or `where` value that is not a
+    /// timestamp): herald-shaper records it as `failed` with this reason.
+    public var failure: String?
     /// What the templates may read.
     public var event: JSONObject
     public var user: JSONObject
 
     public init(id: String, ruleID: String, shopID: String, userID: String, priority: Priority, channels: [String],
                 template: String, escalate: Bool, tags: [String], triggerEventIDs: [String], eventTime: Timestamp,
-                firedAt: Timestamp, rulesVersion: String, event: JSONObject, user: JSONObject) {
+                firedAt: Timestamp, rulesVersion: String, ordinal: Int = 0, failure: String? = nil,
+                event: JSONObject, user: JSONObject) {
         self.id = id
         self.ruleID = ruleID
         self.shopID = shopID
@@ -36,6 +42,8 @@ public struct Candidate: Sendable, Equatable {
         self.eventTime = eventTime
         self.firedAt = firedAt
         self.rulesVersion = rulesVersion
+        self.ordinal = ordinal
+        self.failure = failure
         self.event = event
         self.user = user
     }
@@ -63,6 +71,8 @@ public struct Candidate: Sendable, Equatable {
         w.key("event_time"); w.string(eventTime.rfc3339)
         w.key("fired_at"); w.string(firedAt.rfc3339)
         w.key("rules_version"); w.string(rulesVersion)
+        w.key("ordinal"); w.int(Int64(ordinal))
+        w.key("failure"); w.optionalString(failure)
         w.key("event"); w.value(.object(event))
         w.key("user"); w.value(.object(user))
         w.endObject()
@@ -80,6 +90,7 @@ public struct Candidate: Sendable, Equatable {
             template: try r.string("template"), escalate: try r.bool("escalate"), tags: try r.strings("tags"),
             triggerEventIDs: try r.strings("trigger_event_ids"), eventTime: try r.timestamp("event_time"),
             firedAt: try r.timestamp("fired_at"), rulesVersion: try r.string("rules_version"),
+            ordinal: Int(clamping: try r.value("ordinal").int64Value ?? 0), failure: try r.optionalString("failure"),
             event: try r.object("event"), user: try r.object("user"))
     }
 }

@@ -3,13 +3,18 @@ public struct RuleSet: Sendable {
     public var defaults: Defaults
     public var templates: [String: MessageTemplate]
     public var rules: [Rule]
+    public var policies: Policies
+    public var experiments: [Experiment]
     /// Stable hash of the file set's bytes; stored with every outcome.
     public var version: String
 
-    public init(defaults: Defaults, templates: [String: MessageTemplate], rules: [Rule], version: String) {
+    public init(defaults: Defaults, templates: [String: MessageTemplate], rules: [Rule], policies: Policies = Policies(),
+                experiments: [Experiment] = [], version: String) {
         self.defaults = defaults
         self.templates = templates
         self.rules = rules
+        self.policies = policies
+        self.experiments = experiments
         self.version = version
     }
 
@@ -96,22 +101,3 @@ public struct Notify: Sendable, Equatable {
     }
 }
 
-public struct Rule: Sendable, Equatable {
-    public var id: String
-    public var on: [EventPattern]
-    /// nil: every shop.
-    public var shops: Set<String>?
-    public var notify: Notify
-
-    public init(id: String, on: [EventPattern], shops: Set<String>? = nil, notify: Notify) {
-        self.id = id
-        self.on = on
-        self.shops = shops
-        self.notify = notify
-    }
-
-    public func applies(to event: Event) -> Bool {
-        if let shops, !shops.contains(event.shopID) { return false }
-        return on.contains { $0.matches(event) }
-    }
-}

@@ -7,6 +7,19 @@ public struct Shaper: Sendable {
         self.rules = rules
     }
 
+    /// Parts of a rules file this version validates but does not apply yet; workers and
+    /// replay refuse such a file rather than ignore them.
+    public static func unsupportedFeatures(_ rules: RuleSet) -> [String] {
+        var out: [String] = []
+        for rule in rules.rules {
+            if rule.dedupe != nil { out.append("dedupe (rule \(rule.id))") }
+            if rule.merge != nil { out.append("merge (rule \(rule.id))") }
+        }
+        if rules.policies != Policies() { out.append("policies") }
+        if !rules.experiments.isEmpty { out.append("experiments") }
+        return out
+    }
+
     public mutating func process(_ candidate: Candidate) -> [Outcome] {
         [send(candidate, decidedAt: candidate.firedAt)]
     }
@@ -14,6 +27,11 @@ public struct Shaper: Sendable {
     /// Step 7: render and send; a render error makes the outcome `failed` with its reason.
     func send(_ c: Candidate, decidedAt: Timestamp) -> Outcome {
         var outcome = Outcome(candidate: c, status: .sent, reason: nil, decidedAt: decidedAt)
+        if let failure = c.failure {
+            outcome.status = .failed
+            outcome.reason = failure
+            return outcome
+        }
         guard let template = rules.templates[c.template] else {
             outcome.status = .failed
             outcome.reason = RenderError.templateError("unknown template \(c.template)").reason

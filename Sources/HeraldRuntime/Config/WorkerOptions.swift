@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import HeraldCore
 import HeraldKafka
 
 /// Flags every worker takes (SPEC §9). Each also comes from an environment variable
@@ -94,6 +95,8 @@ public struct WorkerConfig: Sendable {
     public var schema = "herald"
     public var batchSize = 5000
     public var logLevel = "info"
+    /// How long past the wall clock a caught-up partition waits before its timers fire (SPEC §5).
+    public var grace = TimeSpan.seconds(5)
 
     public init(stage: String) {
         self.stage = stage

@@ -60,17 +60,19 @@ struct SinkWriter {
 
     /// Returns the number of notification rows inserted or changed.
     @discardableResult
-    mutating func write(outcomes: [Outcome], deadLetters: [DeadLetter], on conn: PostgresConnection) throws -> Int {
+    mutating func write(outcomes: [Outcome], conversions: [Conversion] = [], deadLetters: [DeadLetter],
+                        on conn: PostgresConnection) throws -> Int {
         do {
             try ensurePartitions(for: outcomes, on: conn)
-            return try writeBatch(outcomes: outcomes, deadLetters: deadLetters, on: conn)
+            return try writeBatch(outcomes: outcomes, conversions: conversions, deadLetters: deadLetters, on: conn)
         } catch {
             forgetPartitions()
             throw error
         }
     }
 
-    private func writeBatch(outcomes: [Outcome], deadLetters: [DeadLetter], on conn: PostgresConnection) throws -> Int {
+    private func writeBatch(outcomes: [Outcome], conversions: [Conversion], deadLetters: [DeadLetter],
+                            on conn: PostgresConnection) throws -> Int {
         let s = SQLIdentifier.quoted(schema)
         return try conn.transaction {
             var changed = 0
@@ -123,6 +125,18 @@ struct SinkWriter {
                     SELECT count(*) FROM up
                     """)
                 changed = Int(r[0, 0] ?? "0") ?? 0
+            }
+            // After the outcomes, so a conversion finds a notification written in the same batch:
+            // it takes that notification's event time (the funnel's cohort) and variant.
+            for c in conversions {
+                try conn.execute("""
+                    INSERT INTO \(s).conversions
+                        (notification_id, notification_time, shop_id, rule_id, variant, goal_event_id, converted_at)
+                    SELECT $1, coalesce(n.event_time, $6::timestamptz), $2, $3, coalesce($4, n.variant), $5, $6
+                    FROM (SELECT 1) one LEFT JOIN LATERAL (
+                        SELECT event_time, variant FROM \(s).notifications WHERE id = $1 LIMIT 1) n ON true
+                    ON CONFLICT (notification_id, goal_event_id) DO NOTHING
+                    """, [c.notificationID, c.shopID, c.ruleID, c.variant, c.goalEventID, c.convertedAt.rfc3339])
             }
             for d in deadLetters {
                 try conn.execute("""

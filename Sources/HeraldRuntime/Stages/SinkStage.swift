@@ -96,6 +96,7 @@ public enum SinkStage {
         let batchSize = min(config.batchSize, sink.maxRowsPerSecond ?? .max)
         var nextPartitionCheck = clock.now + partitionCheckInterval
         var outcomes: [Outcome] = []
+        var conversions: [Conversion] = []
         var letters: [DeadLetter] = []
         var offsets: [TopicPartition: Int64] = [:]
         var count = 0
@@ -114,7 +115,9 @@ public enum SinkStage {
                     count += 1
                     offsets[TopicPartition(m.topic, m.partition)] = m.offset + 1
                     do throws(MessageDecodingError) {
-                        if m.topic == topics.outcomes {
+                        if m.topic == topics.outcomes, Conversion.kind(of: m.value) == "conversion" {
+                            conversions.append(try Conversion(json: m.value))
+                        } else if m.topic == topics.outcomes {
                             outcomes.append(try Outcome(json: m.value))
                         } else {
                             letters.append(try DeadLetter(json: m.value))
@@ -128,7 +131,7 @@ public enum SinkStage {
             if count == 0 { continue }
             if var p = pacer {
                 // Peak shaving: wait for the budget before writing; Kafka keeps the backlog.
-                let wait = p.reserve(outcomes.count + letters.count, at: (clock.now - origin) / .seconds(1))
+                let wait = p.reserve(outcomes.count + conversions.count + letters.count, at: (clock.now - origin) / .seconds(1))
                 pacer = p
                 if wait > 0 { stop.sleep(wait) }
             }
@@ -136,11 +139,12 @@ public enum SinkStage {
                 nextPartitionCheck = clock.now + partitionCheckInterval
                 _ = try? writer.partitions.ensureAhead(on: conn)
             }
-            try writeWithRetry(outcomes: outcomes, letters: letters, conn: &conn, writer: &writer, config: config,
-                               logger: logger, stop: stop)
+            try writeWithRetry(outcomes: outcomes, conversions: conversions, letters: letters, conn: &conn,
+                               writer: &writer, config: config, logger: logger, stop: stop)
             try consumer.commit(offsets)
             logger.debug("batch written", metadata: ["outcomes": "\(outcomes.count)", "dead_letters": "\(letters.count)"])
             outcomes.removeAll(keepingCapacity: true)
+            conversions.removeAll(keepingCapacity: true)
             letters.removeAll(keepingCapacity: true)
             offsets.removeAll(keepingCapacity: true)
             count = 0
@@ -149,13 +153,14 @@ public enum SinkStage {
 
     /// Retries a failed batch for a while (the consumer keeps its partitions); past that the
     /// session ends, the consumer leaves the group, and the batch is re-read after recovery.
-    private static func writeWithRetry(outcomes: [Outcome], letters: [DeadLetter], conn: inout PostgresConnection,
+    private static func writeWithRetry(outcomes: [Outcome], conversions: [Conversion], letters: [DeadLetter],
+                                       conn: inout PostgresConnection,
                                        writer: inout SinkWriter, config: WorkerConfig, logger: Logger, stop: StopSignal) throws {
         var backoff = Backoff(initial: 0.2, max: 5)
         let giveUp = Date().addingTimeInterval(30)
         while true {
             do {
-                try writer.write(outcomes: outcomes, deadLetters: letters, on: conn)
+                try writer.write(outcomes: outcomes, conversions: conversions, deadLetters: letters, on: conn)
                 return
             } catch let error as PostgresError {
                 guard Date() < giveUp, !stop.isSet else { throw error }

@@ -15,6 +15,45 @@ public struct OutputRecord: Sendable {
     }
 }
 
+/// What a stage does with its input; called on the stage's own thread.
+protocol StageHandler: AnyObject {
+    func handle(_ message: KafkaMessage, progress: PartitionPositions, into out: inout [OutputRecord])
+    /// After every poll, with or without messages: time-driven work (timers).
+    func tick(progress: PartitionPositions, into out: inout [OutputRecord])
+    func revoked(_ partitions: [TopicPartition])
+}
+
+/// Where the consumer is in each assigned partition, for "is it caught up?" (SPEC §5).
+final class PartitionPositions {
+    let consumer: KafkaConsumer
+    /// The next offset to consume, per partition, once known.
+    private var next: [TopicPartition: Int64] = [:]
+
+    init(consumer: KafkaConsumer) {
+        self.consumer = consumer
+    }
+
+    func consumed(_ m: KafkaMessage) {
+        next[TopicPartition(m.topic, m.partition)] = m.offset + 1
+    }
+
+    func forget(_ partitions: [TopicPartition]) {
+        for p in partitions { next[p] = nil }
+    }
+
+    /// No backlog: everything the broker had for `tp` at its last fetch response is consumed.
+    func isCaughtUp(_ tp: TopicPartition) -> Bool {
+        guard let marks = consumer.cachedWatermarks(tp) else { return false }
+        if let n = next[tp] { return n >= marks.high }
+        // Nothing consumed yet in this session: start from the committed offset.
+        let committed = (try? consumer.committed([tp], timeout: .seconds(5)))?[tp] ?? marks.low
+        next[tp] = committed
+        return committed >= marks.high
+    }
+
+    var assignment: [TopicPartition] { consumer.assignment }
+}
+
 /// The consume → process → produce → acknowledge → commit loop of herald-trigger and
 /// herald-shaper.
 ///
@@ -24,18 +63,16 @@ public struct OutputRecord: Sendable {
 /// Any Kafka error ends the session: the consumer leaves the group and a new one resumes
 /// from the committed offsets after a backoff.
 final class StreamStage {
-    typealias Process = (KafkaMessage, inout [OutputRecord]) -> Void
-
     let config: WorkerConfig
     let inputs: [String]
     let logger: Logger
-    let process: Process
+    let handler: StageHandler
 
-    init(config: WorkerConfig, inputs: [String], logger: Logger, process: @escaping Process) {
+    init(config: WorkerConfig, inputs: [String], logger: Logger, handler: StageHandler) {
         self.config = config
         self.inputs = inputs
         self.logger = logger
-        self.process = process
+        self.handler = handler
     }
 
     func run(stop: StopSignal) throws {
@@ -67,11 +104,13 @@ final class StreamStage {
 
     private final class Pending {
         var offsets: [TopicPartition: Int64] = [:]
+        var positions: PartitionPositions?
     }
 
     private func session(producer: KafkaProducer, stop: StopSignal) throws {
         let pending = Pending()
         let logger = self.logger
+        let handler = self.handler
         let consumer: KafkaConsumer
         do {
             consumer = try KafkaConsumer(
@@ -87,6 +126,8 @@ final class StreamStage {
                         // unless the last commit failed, in which case the new owner
                         // re-processes and downstream drops the repeated ids.
                         for p in partitions { pending.offsets[p] = nil }
+                        pending.positions?.forget(partitions)
+                        handler.revoked(partitions)
                     }
                     return [:]
                 })
@@ -94,24 +135,30 @@ final class StreamStage {
             throw SessionError.consumerCreation(error)
         }
         defer { consumer.close() }
+        let positions = PartitionPositions(consumer: consumer)
+        pending.positions = positions
         var outputs: [OutputRecord] = []
         while !stop.isSet {
             let messages = try consumer.poll(maxMessages: config.batchSize, timeout: .milliseconds(100))
-            if messages.isEmpty {
+            outputs.removeAll(keepingCapacity: true)
+            for message in messages {
+                positions.consumed(message)
+                handler.handle(message, progress: positions, into: &outputs)
+                pending.offsets[TopicPartition(message.topic, message.partition)] = message.offset + 1
+            }
+            handler.tick(progress: positions, into: &outputs)
+            for o in outputs {
+                try producer.send(topic: o.topic, key: o.key, value: o.value)
+            }
+            if outputs.isEmpty && pending.offsets.isEmpty {
                 producer.poll()
                 continue
             }
-            for message in messages {
-                outputs.removeAll(keepingCapacity: true)
-                process(message, &outputs)
-                for o in outputs {
-                    try producer.send(topic: o.topic, key: o.key, value: o.value)
-                }
-                pending.offsets[TopicPartition(message.topic, message.partition)] = message.offset + 1
-            }
             try producer.flush(timeout: .seconds(60))
-            try consumer.commit(pending.offsets)
-            pending.offsets.removeAll(keepingCapacity: true)
+            if !pending.offsets.isEmpty {
+                try consumer.commit(pending.offsets)
+                pending.offsets.removeAll(keepingCapacity: true)
+            }
         }
     }
 }

@@ -3,7 +3,7 @@ import HeraldCore
 import HeraldKafka
 import Logging
 
-/// herald-trigger: orders + behavior → rule evaluation → herald.candidates.
+/// herald-trigger: orders + behavior → rule evaluation and timers → herald.candidates.
 public enum TriggerStage {
     public static let name = "herald-trigger"
 
@@ -11,24 +11,95 @@ public enum TriggerStage {
         let topics = config.topics
         _ = try TopicCheck.waitForTopics([topics.orders, topics.behavior], coPartitioned: true,
                                          config: config, logger: logger, stop: stop)
-        var engine = TriggerEngine(rules: rules)
-        let stage = StreamStage(config: config, inputs: [topics.orders, topics.behavior], logger: logger) { message, out in
-            guard let logical = topics.logical(message.topic) else { return }
-            switch EventDecoder.decode(message.value, topic: logical) {
-            case .failure(let rejection):
-                logger.debug("dead-lettered an event", metadata: [
-                    "topic": "\(message.topic)", "partition": "\(message.partition)",
-                    "offset": "\(message.offset)", "reason": "\(rejection)",
-                ])
-                let letter = DeadLetter(stage: name, reason: rejection.reason, detail: rejection.detail, message: message)
-                out.append(OutputRecord(topic: topics.deadletter, key: message.key, value: letter.json))
-            case .success(let event):
-                for candidate in engine.process(event) {
-                    out.append(OutputRecord(topic: topics.candidates, key: Array(candidate.userID.utf8), value: candidate.json))
-                }
+        let handler = TriggerHandler(rules: rules, topics: topics, grace: config.grace, logger: logger)
+        try StreamStage(config: config, inputs: [topics.orders, topics.behavior], logger: logger, handler: handler)
+            .run(stop: stop)
+    }
+}
+
+/// One `TriggerEngine` per partition number: partition N of `orders` and of `behavior`
+/// hold the same users (range assignment keeps them on one worker), and their progress
+/// decides when that state's timers fire.
+final class TriggerHandler: StageHandler {
+    let rules: RuleSet
+    let topics: TopicNames
+    let grace: TimeSpan
+    let logger: Logger
+    private var engines: [Int32: TriggerEngine] = [:]
+    private var progress: [TopicPartition: InputProgress] = [:]
+    private var triggerOutputs: [TriggerOutput] = []
+
+    init(rules: RuleSet, topics: TopicNames, grace: TimeSpan, logger: Logger) {
+        self.rules = rules
+        self.topics = topics
+        self.grace = grace
+        self.logger = logger
+    }
+
+    func handle(_ message: KafkaMessage, progress positions: PartitionPositions, into out: inout [OutputRecord]) {
+        guard let logical = topics.logical(message.topic) else { return }
+        let tp = TopicPartition(message.topic, message.partition)
+        switch EventDecoder.decode(message.value, topic: logical) {
+        case .failure(let rejection):
+            logger.debug("dead-lettered an event", metadata: [
+                "topic": "\(message.topic)", "partition": "\(message.partition)",
+                "offset": "\(message.offset)", "reason": "\(rejection)",
+            ])
+            let letter = DeadLetter(stage: TriggerStage.name, reason: rejection.reason, detail: rejection.detail, message: message)
+            out.append(OutputRecord(topic: topics.deadletter, key: message.key, value: letter.json))
+            progress[tp, default: InputProgress()].caughtUp = positions.isCaughtUp(tp)
+        case .success(let event):
+            var p = progress[tp, default: InputProgress()]
+            p.newestEventTime = max(p.newestEventTime ?? event.occurredAt, event.occurredAt)
+            p.caughtUp = positions.isCaughtUp(tp)
+            progress[tp] = p
+            var engine = engines.removeValue(forKey: message.partition) ?? TriggerEngine(rules: rules)
+            triggerOutputs.removeAll(keepingCapacity: true)
+            if let watermark = watermark(message.partition, wallClock: .now) {
+                engine.advance(to: watermark, into: &triggerOutputs)
+            }
+            engine.process(event, into: &triggerOutputs)
+            engines[message.partition] = engine
+            publish(&out)
+        }
+    }
+
+    func tick(progress positions: PartitionPositions, into out: inout [OutputRecord]) {
+        let now = Timestamp.now
+        for tp in positions.assignment {
+            progress[tp, default: InputProgress()].caughtUp = positions.isCaughtUp(tp)
+        }
+        for partition in engines.keys.sorted() {
+            guard let watermark = watermark(partition, wallClock: now), var engine = engines.removeValue(forKey: partition) else { continue }
+            triggerOutputs.removeAll(keepingCapacity: true)
+            engine.advance(to: watermark, into: &triggerOutputs)
+            engines[partition] = engine
+            publish(&out)
+        }
+    }
+
+    func revoked(_ partitions: [TopicPartition]) {
+        // Without checkpoints (issue 5) a revoked partition's state goes with it.
+        for tp in partitions {
+            progress[tp] = nil
+            engines[tp.partition] = nil
+        }
+    }
+
+    private func watermark(_ partition: Int32, wallClock: Timestamp) -> Timestamp? {
+        Watermark.of([topics.orders, topics.behavior].map { progress[TopicPartition($0, partition)] ?? InputProgress() },
+                     wallClock: wallClock, grace: grace)
+    }
+
+    private func publish(_ out: inout [OutputRecord]) {
+        for o in triggerOutputs {
+            switch o {
+            case .candidate(let c):
+                out.append(OutputRecord(topic: topics.candidates, key: Array(c.userID.utf8), value: c.json))
+            case .conversion(let c):
+                out.append(OutputRecord(topic: topics.candidates, key: Array(c.userID.utf8), value: c.json))
             }
         }
-        try stage.run(stop: stop)
     }
 }
 
@@ -37,24 +108,47 @@ public enum ShaperStage {
     public static let name = "herald-shaper"
 
     public static func run(config: WorkerConfig, rules: RuleSet, logger: Logger, stop: StopSignal) throws {
+        let unsupported = Shaper.unsupportedFeatures(rules)
+        guard unsupported.isEmpty else {
+            throw WorkerError.configuration(
+                "the rules file uses shaping this version does not apply yet: \(unsupported.joined(separator: ", ")); remove them rather than have them ignored")
+        }
         let topics = config.topics
         _ = try TopicCheck.waitForTopics([topics.candidates], coPartitioned: false, config: config, logger: logger, stop: stop)
-        var shaper = Shaper(rules: rules)
-        let stage = StreamStage(config: config, inputs: [topics.candidates], logger: logger) { message, out in
-            let candidate: Candidate
-            do throws(MessageDecodingError) {
-                candidate = try Candidate(json: message.value)
-            } catch {
-                let letter = DeadLetter(stage: name, reason: "invalid_candidate", detail: error.message, message: message)
-                out.append(OutputRecord(topic: topics.deadletter, key: message.key, value: letter.json))
+        try StreamStage(config: config, inputs: [topics.candidates], logger: logger,
+                        handler: ShaperHandler(rules: rules, topics: topics)).run(stop: stop)
+    }
+}
+
+final class ShaperHandler: StageHandler {
+    let topics: TopicNames
+    private var shaper: Shaper
+
+    init(rules: RuleSet, topics: TopicNames) {
+        self.topics = topics
+        self.shaper = Shaper(rules: rules)
+    }
+
+    func handle(_ message: KafkaMessage, progress: PartitionPositions, into out: inout [OutputRecord]) {
+        do throws(MessageDecodingError) {
+            if Conversion.kind(of: message.value) == "conversion" {
+                // Conversions pass through to the sink (variants are assigned here once experiments land).
+                let conversion = try Conversion(json: message.value)
+                out.append(OutputRecord(topic: topics.outcomes, key: message.key, value: conversion.json))
                 return
             }
+            let candidate = try Candidate(json: message.value)
             for outcome in shaper.process(candidate) {
                 out.append(OutputRecord(topic: topics.outcomes, key: Array(outcome.userID.utf8), value: outcome.json))
             }
+        } catch {
+            let letter = DeadLetter(stage: ShaperStage.name, reason: "invalid_candidate", detail: error.message, message: message)
+            out.append(OutputRecord(topic: topics.deadletter, key: message.key, value: letter.json))
         }
-        try stage.run(stop: stop)
     }
+
+    func tick(progress: PartitionPositions, into out: inout [OutputRecord]) {}
+    func revoked(_ partitions: [TopicPartition]) {}
 }
 
 extension Timestamp {
