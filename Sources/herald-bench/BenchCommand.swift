@@ -20,7 +20,8 @@ struct ReportOptions: ParsableArguments {
     var report = "docs/performance.md"
 
     func record(_ values: [String: Any]) throws {
-        let command = (["herald-bench"] + CommandLine.arguments.dropFirst()).joined(separator: " ")
+        let command = ProcessInfo.processInfo.environment["HERALD_BENCH_COMMAND"]
+            ?? (["herald-bench"] + CommandLine.arguments.dropFirst()).joined(separator: " ")
         try BenchReport(resultsPath: results, markdownPath: report).record(values, command: command)
         print("results in \(results); table in \(report)")
     }

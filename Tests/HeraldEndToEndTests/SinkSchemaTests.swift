@@ -148,4 +148,27 @@ import Testing
         try writer.write(outcomes: [base.outcome("late", .sent, eventTime: "2026-08-01T10:00:00Z")], deadLetters: [], on: conn)
         #expect(try count(conn, "SELECT count(*) FROM \(s).notifications WHERE id = 'late'") == 1)
     }
+
+    @Test func retentionCommandDropsWholeOldPartitionsAndSaysWhich() throws {
+        let (conn, schema) = try base.migratedSchema()
+        let partitions = NotificationPartitions(schema: schema)
+        let today = NotificationPartitions.day(of: .wallClock)
+        try partitions.ensure(days: (today - 120)...(today - 118), on: conn)
+        try partitions.ensureAhead(on: conn)
+        let old = (118...120).reversed().map { NotificationPartitions.date(ofDay: today - Int64($0)) }
+            .map { "notifications_p" + $0.replacingOccurrences(of: "-", with: "") }
+        let log = NSTemporaryDirectory() + "retention-\(schema).log"
+        let argv = [Executables.path("herald"), "retention", "--keep", "90d", "--schema", schema,
+                    "--postgres", ProcessInfo.processInfo.environment["HERALD_POSTGRES"]!]
+        #expect(try Spawn.run(argv + ["--dry-run"], log: log) == 0)
+        #expect(try String(contentsOfFile: log, encoding: .utf8).contains("would drop \(schema).\(old[0])"))
+        #expect(try partitions.list(on: conn).count == 12)
+        #expect(try Spawn.run(argv, log: log) == 0)
+        let output = try String(contentsOfFile: log, encoding: .utf8)
+        for name in old { #expect(output.contains("dropped \(schema).\(name)"), "\(output)") }
+        #expect(output.contains("dropped 3 partitions"), "\(output)")
+        #expect(try partitions.list(on: conn).count == 9)
+        #expect(try Spawn.run(argv, log: log) == 0)
+        #expect(try String(contentsOfFile: log, encoding: .utf8).contains("nothing to drop"))
+    }
 }

@@ -95,82 +95,76 @@ public enum SinkStage {
         // Under a rate cap a batch holds at most one second's worth, so pacing stays smooth.
         let batchSize = min(config.batchSize, sink.maxRowsPerSecond ?? .max)
         var nextPartitionCheck = clock.now + partitionCheckInterval
-        var outcomes: [Outcome] = []
-        var conversions: [Conversion] = []
-        var letters: [DeadLetter] = []
-        var offsets: [TopicPartition: Int64] = [:]
-        var count = 0
+        // Batch k is written on the writer's thread while batch k+1 is polled and decoded
+        // here; k's offsets are committed only once its transaction has committed.
+        let pipeline = SinkBatchWriter(conn: conn, writer: writer, config: config, logger: logger, stop: stop)
+        var inFlight: [TopicPartition: Int64]?
+        func finishInFlight() throws {
+            guard let offsets = inFlight else { return }
+            inFlight = nil
+            try pipeline.wait()
+            try consumer.commit(offsets)
+        }
+        defer {
+            pipeline.close()
+            conn = pipeline.conn
+            writer = pipeline.writer
+        }
         while !stop.isSet {
+            var batch = SinkBatch()
             // Gather a batch: up to batchSize messages or the flush interval after the first.
             var deadline: ContinuousClock.Instant?
-            while count < batchSize, !stop.isSet {
+            while batch.count < batchSize, !stop.isSet {
                 let wait: Duration = deadline.map { max(.zero, $0 - clock.now) } ?? .milliseconds(100)
                 if deadline != nil, wait == .zero { break }
-                let messages = try consumer.poll(maxMessages: batchSize - count, timeout: wait)
+                let messages = try consumer.poll(maxMessages: batchSize - batch.count, timeout: wait)
                 if messages.isEmpty {
                     if deadline == nil { continue } else { break }
                 }
                 if deadline == nil { deadline = clock.now + sink.flushInterval }
-                for m in messages {
-                    count += 1
-                    offsets[TopicPartition(m.topic, m.partition)] = m.offset + 1
-                    do throws(MessageDecodingError) {
-                        if m.topic == topics.outcomes, Conversion.kind(of: m.value) == "conversion" {
-                            conversions.append(try Conversion(json: m.value))
-                        } else if m.topic == topics.outcomes {
-                            outcomes.append(try Outcome(json: m.value))
-                        } else {
-                            letters.append(try DeadLetter(json: m.value))
-                        }
-                    } catch {
-                        let reason = m.topic == topics.outcomes ? "invalid_outcome" : "invalid_dead_letter"
-                        letters.append(DeadLetter(stage: name, reason: reason, detail: error.message, message: m))
-                    }
-                }
+                for m in messages { batch.add(m, topics: topics) }
             }
-            if count == 0 { continue }
+            try finishInFlight()
+            if batch.count == 0 { continue }
             if var p = pacer {
                 // Peak shaving: wait for the budget before writing; Kafka keeps the backlog.
-                let wait = p.reserve(outcomes.count + conversions.count + letters.count, at: (clock.now - origin) / .seconds(1))
+                let wait = p.reserve(batch.rows, at: (clock.now - origin) / .seconds(1))
                 pacer = p
                 if wait > 0 { stop.sleep(wait) }
             }
-            if clock.now >= nextPartitionCheck {
-                nextPartitionCheck = clock.now + partitionCheckInterval
-                _ = try? writer.partitions.ensureAhead(on: conn)
-            }
-            try writeWithRetry(outcomes: outcomes, conversions: conversions, letters: letters, conn: &conn,
-                               writer: &writer, config: config, logger: logger, stop: stop)
-            try consumer.commit(offsets)
-            logger.debug("batch written", metadata: ["outcomes": "\(outcomes.count)", "dead_letters": "\(letters.count)"])
-            outcomes.removeAll(keepingCapacity: true)
-            conversions.removeAll(keepingCapacity: true)
-            letters.removeAll(keepingCapacity: true)
-            offsets.removeAll(keepingCapacity: true)
-            count = 0
+            let checkPartitions = clock.now >= nextPartitionCheck
+            if checkPartitions { nextPartitionCheck = clock.now + partitionCheckInterval }
+            pipeline.submit(batch, checkPartitions: checkPartitions)
+            inFlight = batch.offsets
         }
+        try finishInFlight()
     }
+}
 
-    /// Retries a failed batch for a while (the consumer keeps its partitions); past that the
-    /// session ends, the consumer leaves the group, and the batch is re-read after recovery.
-    private static func writeWithRetry(outcomes: [Outcome], conversions: [Conversion], letters: [DeadLetter],
-                                       conn: inout PostgresConnection,
-                                       writer: inout SinkWriter, config: WorkerConfig, logger: Logger, stop: StopSignal) throws {
-        var backoff = Backoff(initial: 0.2, max: 5)
-        let giveUp = Date().addingTimeInterval(30)
-        while true {
-            do {
-                try writer.write(outcomes: outcomes, conversions: conversions, deadLetters: letters, on: conn)
-                return
-            } catch let error as PostgresError {
-                guard Date() < giveUp, !stop.isSet else { throw error }
-                let delay = backoff.take()
-                logger.warning("batch write failed; retrying", metadata: ["error": "\(error)", "retry_in_s": "\(delay)"])
-                stop.sleep(delay)
-                if error.isConnectionFailure || !conn.isHealthy {
-                    if (try? conn.reconnect()) != nil { try? writer.prepare(conn) }
-                }
+/// One batch of consumed messages, decoded.
+struct SinkBatch: Sendable {
+    var outcomes: [Outcome] = []
+    var conversions: [Conversion] = []
+    var letters: [DeadLetter] = []
+    var offsets: [TopicPartition: Int64] = [:]
+    var count = 0
+
+    var rows: Int { outcomes.count + conversions.count + letters.count }
+
+    mutating func add(_ m: KafkaMessage, topics: TopicNames) {
+        count += 1
+        offsets[TopicPartition(m.topic, m.partition)] = m.offset + 1
+        do throws(MessageDecodingError) {
+            if m.topic == topics.outcomes, Conversion.kind(of: m.value) == "conversion" {
+                conversions.append(try Conversion(json: m.value))
+            } else if m.topic == topics.outcomes {
+                outcomes.append(try Outcome(json: m.value))
+            } else {
+                letters.append(try DeadLetter(json: m.value))
             }
+        } catch {
+            let reason = m.topic == topics.outcomes ? "invalid_outcome" : "invalid_dead_letter"
+            letters.append(DeadLetter(stage: SinkStage.name, reason: reason, detail: error.message, message: m))
         }
     }
 }
