@@ -336,3 +336,82 @@ templates:
     }
 }
 
+
+/// Live, a partition's clock is the slower of its two input topics, so events of one topic
+/// can be processed before timers that were due earlier have fired. The outcomes must be
+/// those of strict event-time order.
+@Suite struct LaggingClockTests {
+    func run(_ yaml: String, _ script: Script, advanceBeforeEvents: Bool) throws -> [String] {
+        let rules = try RulesLoader.load(yaml: yaml).get()
+        var engine = TriggerEngine(rules: rules)
+        var out: [TriggerOutput] = []
+        for e in script.events {
+            if advanceBeforeEvents { engine.advance(to: e.occurredAt, into: &out) }
+            engine.process(e, into: &out)
+        }
+        while let due = engine.nextDue { engine.advance(to: due, into: &out) }
+        return out.map {
+            switch $0 {
+            case .candidate(let c): return "\(c.ruleID) \(c.userID) \(c.firedAt.rfc3339) \(c.triggerEventIDs[0])"
+            case .conversion(let c): return "conversion \(c.ruleID) \(c.goalEventID)"
+            }
+        }.sorted()
+    }
+
+    @Test func aGoalEventBeforeTheLateFiringStillConverts() throws {
+        var s = Script()
+        s.add("behavior.cart_add", ["amount": 5])
+        s.add("orders.order_paid", at: "2h", id: "paid")
+        let strict = try run(TriggerEngineTests.cart, s, advanceBeforeEvents: true)
+        #expect(strict == ["cart u1 \(Script.at("1h")) e1", "conversion cart paid"])
+        #expect(try run(TriggerEngineTests.cart, s, advanceBeforeEvents: false) == strict)
+    }
+
+    /// The faster input (orders) is read to its end before the slower one (behavior):
+    /// the cancelling order arrives before the cart it cancels.
+    @Test func aCancelReadBeforeItsTriggerStillCancels() throws {
+        var s = Script()
+        s.add("orders.order_created", user: "a", at: "20m")
+        s.add("orders.order_paid", user: "b", at: "3h", id: "paid-b")
+        s.add("behavior.cart_add", user: "a", at: "0m", ["amount": 5])
+        s.add("behavior.cart_add", user: "b", at: "0m", ["amount": 5])
+        s.add("behavior.page_view", user: "c", at: "5h")
+        let rules = try RulesLoader.load(yaml: TriggerEngineTests.cart).get()
+        var engine = TriggerEngine(rules: rules)
+        var out: [TriggerOutput] = []
+        // The partition's clock is the slower input's newest event time.
+        engine.process(s.events[0], into: &out)
+        engine.process(s.events[1], into: &out)
+        for e in s.events[2...] {
+            engine.advance(to: e.occurredAt, into: &out)
+            engine.process(e, into: &out)
+        }
+        let strict = try run(TriggerEngineTests.cart, { var x = Script(); x.events = s.events.sorted { $0.occurredAt < $1.occurredAt }; return x }(),
+                             advanceBeforeEvents: true)
+        #expect(strict == ["cart b \(Script.at("1h")) e4", "conversion cart paid-b"])
+        #expect(out.map {
+            switch $0 {
+            case .candidate(let c): return "\(c.ruleID) \(c.userID) \(c.firedAt.rfc3339) \(c.triggerEventIDs[0])"
+            case .conversion(let c): return "conversion \(c.ruleID) \(c.goalEventID)"
+            }
+        }.sorted() == strict)
+    }
+
+    @Test func idleTimersOfLaggingEventsMatchStrictOrder() throws {
+        let yaml = templates + """
+        rules:
+          - { id: idle, on: "*", idle: 1h, notify: { template: t } }
+        """
+        var s = Script()
+        s.add("behavior.page_view", at: "0m")
+        s.add("orders.order_paid", at: "2h")       // the 0m period ended at 1h
+        s.add("behavior.page_view", at: "30m")     // lagging: ends nothing, starts nothing newer
+        s.add("behavior.page_view", at: "2h30m")
+        let strictOrder = [s.events[0], s.events[2], s.events[1], s.events[3]]
+        var sorted = Script()
+        sorted.events = strictOrder
+        let strict = try run(yaml, sorted, advanceBeforeEvents: true)
+        #expect(strict == ["idle u1 \(Script.at("1h30m")) e3", "idle u1 \(Script.at("3h30m")) e4"])
+        #expect(try run(yaml, s, advanceBeforeEvents: false) == strict)
+    }
+}

@@ -74,8 +74,12 @@ public struct EventPattern: Sendable, Equatable, CustomStringConvertible {
     }
 
     public func matches(_ event: Event) -> Bool {
-        if let topic, topic != event.topic { return false }
-        if let type, type != event.type { return false }
+        matches(topic: event.topic, type: event.type)
+    }
+
+    public func matches(topic: LogicalTopic, type: String) -> Bool {
+        if let t = self.topic, t != topic { return false }
+        if let ty = self.type, ty != type { return false }
         return true
     }
 

@@ -90,17 +90,22 @@ public struct TriggerEngine: Sendable {
         }
 
         // Cancellations: after the trigger, before the fire time, matching fields equal.
+        let ref = SeenRef(eventID: event.eventID, time: t, topic: event.topic, type: event.type, fields: event.body)
         if !user.pending.isEmpty {
-            user.pending.removeAll { p in
-                guard let cancel = rules.rules[p.rule].cancel, t > p.triggerTime, t < p.due,
-                      cancel.events.contains(where: { $0.matches(event) }) else { return false }
-                let body = JSONValue.object(event.body)
-                let trigger = JSONValue.object(p.event)
-                return cancel.match.allSatisfy { field in
-                    guard let a = body[path: field], let b = trigger[path: field], !a.isNull else { return false }
-                    return a == b
-                }
-            }
+            user.pending.removeAll { cancels(ref, $0) }
+        }
+
+        // A goal event after the fire time of a firing that has not fired yet (its partition's
+        // clock lags behind this event) is kept, so the firing converts when it fires.
+        if user.pending.contains(where: { $0.due < t && rules.rules[$0.rule].goal?.event.matches(event) == true }) {
+            user.lateGoalEvents.append(ref.trimmed(to: []))
+        }
+
+        // An event ahead of this state's clock may come before triggers still to arrive on a
+        // slower input: it is kept until the clock passes it, to cancel or convert them.
+        if let clock, !user.ahead.isEmpty { user.ahead.removeAll { $0.time <= clock } }
+        if clock.map({ t > $0 }) ?? true, plan.keepsAhead(event) {
+            user.ahead.append(ref.trimmed(to: plan.matchFields))
         }
 
         for (index, rule) in rules.rules.enumerated() {
@@ -149,9 +154,11 @@ public struct TriggerEngine: Sendable {
                     user.windows.append(w)
                 }
             case .idle(let d):
-                // One quiet period at a time: the newest event restarts it.
-                user.pending.removeAll { $0.rule == index }
-                schedule(index, event: event, user: &user, due: t + d, ordinal: 0)
+                // One quiet period at a time: an event that is not the newest within D
+                // starts none (the newer one's period already covers it).
+                if !user.pending.contains(where: { $0.rule == index && $0.triggerTime >= t && $0.triggerTime < t + d }) {
+                    schedule(index, event: event, user: &user, due: t + d, ordinal: 0)
+                }
             }
         }
     }
@@ -186,6 +193,25 @@ public struct TriggerEngine: Sendable {
         }
     }
 
+    /// Whether an event cancels a pending firing: it happened after the trigger and before
+    /// the fire time, it is one of the rule's `cancel_on` events with the `match` fields
+    /// equal — or, for an idle timer, any of the rule's own events.
+    func cancels(_ e: SeenRef, _ p: UserState.Pending) -> Bool {
+        guard e.time > p.triggerTime, e.time < p.due else { return false }
+        let rule = rules.rules[p.rule]
+        if case .idle = rule.timing { return rule.on.contains { $0.matches(topic: e.topic, type: e.type) } }
+        guard let cancel = rule.cancel, cancel.events.contains(where: { $0.matches(topic: e.topic, type: e.type) }) else {
+            return false
+        }
+        if cancel.match.isEmpty { return true }
+        let body = JSONValue.object(e.fields)
+        let trigger = JSONValue.object(p.event)
+        return cancel.match.allSatisfy { field in
+            guard let a = body[path: field], let b = trigger[path: field], !a.isNull else { return false }
+            return a == b
+        }
+    }
+
     // MARK: Firing
 
     private mutating func schedule(_ rule: Int, event: Event, user: inout UserState, due: Timestamp, ordinal: Int) {
@@ -196,6 +222,8 @@ public struct TriggerEngine: Sendable {
     }
 
     private mutating func push(_ p: inout UserState.Pending, user key: String, state: inout UserState) {
+        // Already cancelled by an event processed before its trigger (a faster input).
+        if state.ahead.contains(where: { cancels($0, p) }) { return }
         sequence += 1
         p.timer = sequence
         state.pending.append(p)
@@ -222,10 +250,21 @@ public struct TriggerEngine: Sendable {
         let shop = String(key[..<sep]), userID = String(key[key.index(after: sep)...])
         let c = makeCandidate(rule, shop: shop, userID: userID, trigger: trigger, user: user, firedAt: firedAt,
                               ordinal: ordinal, failure: nil)
-        if let goal = rules.rules[rule].goal {
-            user.goals.append(.init(rule: rule, notificationID: c.id, from: firedAt, until: firedAt + goal.within))
-        }
         out.append(.candidate(c))
+        if let goal = rules.rules[rule].goal {
+            let until = firedAt + goal.within
+            if let late = (user.lateGoalEvents + user.ahead).sorted(by: { $0.time < $1.time }).first(where: {
+                $0.time > firedAt && $0.time <= until && goal.event.matches(topic: $0.topic, type: $0.type)
+            }) {
+                out.append(.conversion(Conversion(notificationID: c.id, ruleID: rules.rules[rule].id, shopID: shop, userID: userID,
+                                                  variant: nil, goalEventID: late.eventID, convertedAt: late.time)))
+            } else {
+                user.goals.append(.init(rule: rule, notificationID: c.id, from: firedAt, until: until))
+            }
+        }
+        if !user.lateGoalEvents.isEmpty, !user.pending.contains(where: { rules.rules[$0.rule].goal != nil }) {
+            user.lateGoalEvents.removeAll()
+        }
     }
 
     private func candidate(_ rule: Int, _ event: Event, user: UserState, firedAt: Timestamp, ordinal: Int,

@@ -7,6 +7,11 @@ struct TriggerPlan: Sendable {
     let profileFields: Set<String>
     /// Per rule: the top-level event fields its templates, dedupe key and cancel match read.
     let eventFields: [Set<String>]
+    /// Fields any `cancel_on.match` compares.
+    let matchFields: Set<String>
+    /// Events that can cancel or convert a firing: cancel_on and goal events, and the `on`
+    /// events of idle rules.
+    let cancellingPatterns: [EventPattern]
 
     init(_ rules: RuleSet) {
         var counted: [EventPattern] = []
@@ -56,6 +61,18 @@ struct TriggerPlan: Sendable {
         countedPatterns = counted
         profileFields = profile
         self.eventFields = eventFields
+        matchFields = Set(rules.rules.flatMap { $0.cancel?.match.map { String($0.split(separator: ".")[0]) } ?? [] })
+        var cancelling: [EventPattern] = []
+        for rule in rules.rules {
+            cancelling += rule.cancel?.events ?? []
+            if let g = rule.goal { cancelling.append(g.event) }
+            if case .idle = rule.timing { cancelling += rule.on }
+        }
+        cancellingPatterns = cancelling
+    }
+
+    func keepsAhead(_ event: Event) -> Bool {
+        cancellingPatterns.contains { $0.matches(event) }
     }
 
     func countIndex(_ p: EventPattern) -> Int? { countedPatterns.firstIndex(of: p) }

@@ -11,6 +11,10 @@ struct UserState: Sendable {
     var goals: [GoalWindow] = []
     /// Hashes of recent event ids, for dropping repeated events (SPEC §2).
     var seen: [SeenEvent] = []
+    /// Goal events that arrived after an unfired firing's due time.
+    var lateGoalEvents: [SeenRef] = []
+    /// Events newer than the state's clock that could cancel or convert later triggers.
+    var ahead: [SeenRef] = []
 
     init(at time: Timestamp) {
         firstSeen = time
@@ -47,6 +51,24 @@ struct UserState: Sendable {
     struct SeenEvent: Sendable {
         var hash: UInt64
         var at: Timestamp
+    }
+}
+
+/// What the trigger remembers of an event it may need again.
+struct SeenRef: Sendable {
+    var eventID: String
+    var time: Timestamp
+    var topic: LogicalTopic
+    var type: String
+    /// The fields cancel rules match on.
+    var fields: JSONObject
+
+    func trimmed(to keep: Set<String>) -> SeenRef {
+        var copy = self
+        var out = JSONObject()
+        for (k, v) in fields.members where keep.contains(k) { out[k] = v }
+        copy.fields = out
+        return copy
     }
 }
 

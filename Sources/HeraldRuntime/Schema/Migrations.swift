@@ -123,19 +123,21 @@ public struct Migrator: Sendable {
         );
         CREATE INDEX escalations_open ON $S.escalations (shop_id, created_at) WHERE status <> 'resolved';
 
-        -- notification_time is the notification's event_time: the funnel groups by it (cohorts).
+        -- One conversion per notification (its first goal event). notification_time is the
+        -- notification's event_time: the funnel groups by it (cohorts).
         CREATE TABLE $S.conversions (
-            notification_id   text NOT NULL,
+            notification_id   text PRIMARY KEY,
             notification_time timestamptz NOT NULL,
             shop_id           text NOT NULL,
+            user_id           text NOT NULL,
             rule_id           text NOT NULL,
             variant           text,
             goal_event_id     text NOT NULL,
             converted_at      timestamptz NOT NULL,
-            written_at        timestamptz NOT NULL DEFAULT now(),
-            PRIMARY KEY (notification_id, goal_event_id)
+            written_at        timestamptz NOT NULL DEFAULT now()
         );
         CREATE INDEX conversions_time ON $S.conversions (notification_time);
+        CREATE INDEX conversions_rule_time ON $S.conversions (rule_id, converted_at);
 
         CREATE TABLE $S.engagements (
             notification_id   text NOT NULL,

@@ -126,17 +126,18 @@ struct SinkWriter {
                     """)
                 changed = Int(r[0, 0] ?? "0") ?? 0
             }
-            // After the outcomes, so a conversion finds a notification written in the same batch:
-            // it takes that notification's event time (the funnel's cohort) and variant.
+            // One conversion per notification: the first goal event. After the outcomes, so a
+            // conversion finds a notification written in the same batch: it takes that
+            // notification's event time (the funnel's cohort) and variant.
             for c in conversions {
                 try conn.execute("""
                     INSERT INTO \(s).conversions
-                        (notification_id, notification_time, shop_id, rule_id, variant, goal_event_id, converted_at)
-                    SELECT $1, coalesce(n.event_time, $6::timestamptz), $2, $3, coalesce($4, n.variant), $5, $6
+                        (notification_id, notification_time, shop_id, user_id, rule_id, variant, goal_event_id, converted_at)
+                    SELECT $1, coalesce(n.event_time, $7::timestamptz), $2, $3, $4, coalesce($5, n.variant), $6, $7
                     FROM (SELECT 1) one LEFT JOIN LATERAL (
                         SELECT event_time, variant FROM \(s).notifications WHERE id = $1 LIMIT 1) n ON true
-                    ON CONFLICT (notification_id, goal_event_id) DO NOTHING
-                    """, [c.notificationID, c.shopID, c.ruleID, c.variant, c.goalEventID, c.convertedAt.rfc3339])
+                    ON CONFLICT (notification_id) DO NOTHING
+                    """, [c.notificationID, c.shopID, c.userID, c.ruleID, c.variant, c.goalEventID, c.convertedAt.rfc3339])
             }
             for d in deadLetters {
                 try conn.execute("""

@@ -49,9 +49,11 @@ final class TriggerHandler: StageHandler {
             out.append(OutputRecord(topic: topics.deadletter, key: message.key, value: letter.json))
             progress[tp, default: InputProgress()].caughtUp = positions.isCaughtUp(tp)
         case .success(let event):
+            // Until this event is applied the partition is not caught up: its progress is
+            // this event's time, whatever the wall clock says.
             var p = progress[tp, default: InputProgress()]
             p.newestEventTime = max(p.newestEventTime ?? event.occurredAt, event.occurredAt)
-            p.caughtUp = positions.isCaughtUp(tp)
+            p.caughtUp = false
             progress[tp] = p
             var engine = engines.removeValue(forKey: message.partition) ?? TriggerEngine(rules: rules)
             triggerOutputs.removeAll(keepingCapacity: true)
@@ -60,6 +62,7 @@ final class TriggerHandler: StageHandler {
             }
             engine.process(event, into: &triggerOutputs)
             engines[message.partition] = engine
+            progress[tp]?.caughtUp = positions.isCaughtUp(tp)
             publish(&out)
         }
     }
