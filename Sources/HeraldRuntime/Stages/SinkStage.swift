@@ -119,7 +119,8 @@ public enum SinkStage {
                 if deadline != nil, wait == .zero { break }
                 let messages = try consumer.poll(maxMessages: batchSize - batch.count, timeout: wait)
                 if messages.isEmpty {
-                    if deadline == nil { continue } else { break }
+                    // Idle: commit the batch in flight now rather than when traffic resumes.
+                    if deadline == nil { try finishInFlight(); continue } else { break }
                 }
                 if deadline == nil { deadline = clock.now + sink.flushInterval }
                 for m in messages { batch.add(m, topics: topics) }
