@@ -9,6 +9,7 @@ let package = Package(
         .executable(name: "herald-trigger", targets: ["herald-trigger"]),
         .executable(name: "herald-shaper", targets: ["herald-shaper"]),
         .executable(name: "herald-sink", targets: ["herald-sink"]),
+        .executable(name: "herald-bench", targets: ["herald-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
@@ -65,6 +66,8 @@ let package = Package(
         .executableTarget(name: "herald-trigger", dependencies: ["HeraldRuntime"]),
         .executableTarget(name: "herald-shaper", dependencies: ["HeraldRuntime"]),
         .executableTarget(name: "herald-sink", dependencies: ["HeraldRuntime"]),
+        // Benchmarks against ceilings measured in the same run; `scripts/bench`, never `scripts/test`.
+        .executableTarget(name: "herald-bench", dependencies: ["HeraldRuntime"]),
         .testTarget(name: "HeraldCoreTests", dependencies: ["HeraldCore"]),
         .testTarget(name: "HeraldKafkaTests", dependencies: ["HeraldKafka"]),
         .testTarget(name: "HeraldPostgresTests", dependencies: ["HeraldPostgres"]),

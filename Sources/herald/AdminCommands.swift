@@ -6,6 +6,17 @@ import HeraldPostgres
 import HeraldRuntime
 import Logging
 
+/// Resolves the options, sets up logging and connects to PostgreSQL, for one-shot commands.
+func connectToPostgres(_ options: WorkerOptions, stage: String) throws -> (WorkerConfig, PostgresConnection, Logger) {
+    let config = try options.resolve(stage: stage)
+    HeraldLogging.bootstrap(level: config.logLevel)
+    let logger = Logger(label: stage)
+    guard let conninfo = config.postgres else {
+        throw ValidationError("no PostgreSQL: pass --postgres or set HERALD_POSTGRES")
+    }
+    return (config, try PostgresConnection(conninfo, logger: logger), logger)
+}
+
 struct MigrateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "migrate", abstract: "Create or upgrade the PostgreSQL schema (versioned, idempotent).")
@@ -13,13 +24,7 @@ struct MigrateCommand: ParsableCommand {
     @OptionGroup var options: WorkerOptions
 
     func run() throws {
-        let config = try options.resolve(stage: "herald-migrate")
-        HeraldLogging.bootstrap(level: config.logLevel)
-        let logger = Logger(label: "herald-migrate")
-        guard let conninfo = config.postgres else {
-            throw ValidationError("no PostgreSQL: pass --postgres or set HERALD_POSTGRES")
-        }
-        let conn = try PostgresConnection(conninfo, logger: logger)
+        let (config, conn, logger) = try connectToPostgres(options, stage: "herald-migrate")
         let migrator = Migrator(schema: config.schema)
         let applied = try migrator.migrate(conn, logger: logger)
         let version = try migrator.currentVersion(conn)
@@ -27,6 +32,44 @@ struct MigrateCommand: ParsableCommand {
             print("schema \(config.schema) is up to date at version \(version)")
         } else {
             print("schema \(config.schema) migrated to version \(version) (applied \(applied.map(String.init).joined(separator: ", ")))")
+        }
+        let created = try NotificationPartitions(schema: config.schema).ensureAhead(on: conn)
+        print("notification partitions through \(NotificationPartitions.daysAhead) days ahead: \(created) created")
+    }
+}
+
+struct RetentionCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "retention",
+        abstract: "Drop whole daily partitions of notifications older than --keep (never row-by-row deletes).")
+
+    @Option(help: "How much to keep, e.g. 90d: a partition is dropped once its whole day is older than now minus this.")
+    var keep: String
+
+    @Flag(help: "Only print what would be dropped.")
+    var dryRun = false
+
+    @OptionGroup var options: WorkerOptions
+
+    func run() throws {
+        guard let span = TimeSpan(parsing: keep), span > .zero else {
+            throw ValidationError("--keep takes a positive duration such as 90d or 12h, got '\(keep)'")
+        }
+        let (config, conn, _) = try connectToPostgres(options, stage: "herald-retention")
+        let cutoff = Timestamp.wallClock - span
+        let partitions = NotificationPartitions(schema: config.schema)
+        let dropped: [String]
+        if dryRun {
+            dropped = try partitions.list(on: conn).filter { NotificationPartitions.endsAtOrBefore($0, cutoff) }
+        } else {
+            dropped = try partitions.drop(endingBefore: cutoff, on: conn)
+        }
+        let verb = dryRun ? "would drop" : "dropped"
+        if dropped.isEmpty {
+            print("nothing to drop: no partition of \(config.schema).notifications ends before \(cutoff.rfc3339)")
+        } else {
+            for name in dropped { print("\(verb) \(config.schema).\(name)") }
+            print("\(verb) \(dropped.count) partition\(dropped.count == 1 ? "" : "s") ending before \(cutoff.rfc3339)")
         }
     }
 }

@@ -103,3 +103,14 @@ import Testing
         #expect(letter.payloadSize == 2 << 20)
     }
 }
+
+@Suite struct RatePacerTests {
+    @Test func pacesToTheRateWithoutBurstCredit() {
+        var p = RatePacer(rowsPerSecond: 1000)
+        // 500 rows at t=0 wait 0.5 s; the next 500, asked for at t=0.5, another 0.5 s.
+        #expect(p.reserve(500, at: 0) == 0.5)
+        #expect(p.reserve(500, at: 0.5) == 0.5)
+        // After a long idle spell no credit has built up: 1000 rows still take a second.
+        #expect(p.reserve(1000, at: 100) == 1.0)
+    }
+}

@@ -21,12 +21,13 @@ import Testing
     }
 
     func outcome(_ id: String, _ status: OutcomeStatus, reason: String? = nil, body: String? = "hello",
-                 decidedAt: String = "2026-11-25T08:00:00Z") -> Outcome {
-        Outcome(notificationID: id, status: status, reason: reason, ruleID: "r1", shopID: "s1", userID: "u1",
-                priority: .normal, channels: ["in_app", "sms"], variant: nil, title: nil, body: body, mergedInto: nil,
-                dueAt: status == .deferred ? Timestamp(rfc3339: "2026-11-26T00:00:00Z") : nil, escalated: false,
+                 decidedAt: String = "2026-11-25T08:00:00Z", eventTime: String = "2026-11-25T07:59:00Z",
+                 rule: String = "r1", variant: String? = nil, escalated: Bool = false) -> Outcome {
+        Outcome(notificationID: id, status: status, reason: reason, ruleID: rule, shopID: "s1", userID: "u1",
+                priority: .normal, channels: ["in_app", "sms"], variant: variant, title: nil, body: body, mergedInto: nil,
+                dueAt: status == .deferred ? Timestamp(rfc3339: "2026-11-26T00:00:00Z") : nil, escalated: escalated,
                 tags: ["a \"quoted\" tag", "back\\slash"], triggerEventIDs: ["e1"],
-                eventTime: Timestamp(rfc3339: "2026-11-25T07:59:00Z")!, decidedAt: Timestamp(rfc3339: decidedAt)!,
+                eventTime: Timestamp(rfc3339: eventTime)!, decidedAt: Timestamp(rfc3339: decidedAt)!,
                 rulesVersion: "v1")
     }
 
@@ -45,7 +46,7 @@ import Testing
 
     @Test func replayedOutcomesNeverMakeASecondRow() throws {
         let (conn, schema) = try migratedSchema()
-        let writer = SinkWriter(schema: schema)
+        var writer = SinkWriter(schema: schema)
         try writer.prepare(conn)
         let batch = (0..<500).map { outcome("n\($0)", .sent) }
         #expect(try writer.write(outcomes: batch, deadLetters: [], on: conn) == 500)
@@ -56,7 +57,7 @@ import Testing
 
     @Test func deferredMovesToFinalAndFinalNeverMovesBack() throws {
         let (conn, schema) = try migratedSchema()
-        let writer = SinkWriter(schema: schema)
+        var writer = SinkWriter(schema: schema)
         try writer.prepare(conn)
         try writer.write(outcomes: [outcome("d1", .deferred, reason: "quiet_hours", body: nil)], deadLetters: [], on: conn)
         #expect(try row(conn, schema, "d1").prefix(2) == ["deferred", "quiet_hours"])
@@ -74,7 +75,7 @@ import Testing
 
     @Test func deadLettersAreUniqueBySourceAndKeepTheBytes() throws {
         let (conn, schema) = try migratedSchema()
-        let writer = SinkWriter(schema: schema)
+        var writer = SinkWriter(schema: schema)
         try writer.prepare(conn)
         let payload: [UInt8] = [0x00, 0xFF, 0x7B, 0x22]
         let letter = DeadLetter(stage: "herald-trigger", reason: "invalid_json", detail: "NUL byte at byte 0",

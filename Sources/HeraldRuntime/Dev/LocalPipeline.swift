@@ -20,8 +20,10 @@ public final class LocalPipeline {
     public private(set) var throwaway: ThrowawayPostgres?
     private var workerCount = 0
 
-    /// `rules` is the rules file's text; it is written into the work directory.
-    public init(rules: String, partitions: Int = 8, logger: Logger) throws {
+    /// `rules` is the rules file's text; it is written into the work directory. `postgres`,
+    /// when given, is the server to use (and stop) instead of HERALD_POSTGRES or a new one.
+    public init(rules: String, partitions: Int = 8, postgres: ThrowawayPostgres? = nil, logger: Logger) throws {
+        throwaway = postgres
         workDirectory = (NSTemporaryDirectory() as NSString).appendingPathComponent("herald-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(atPath: workDirectory, withIntermediateDirectories: true)
         rulesPath = (workDirectory as NSString).appendingPathComponent("rules.yaml")
@@ -49,7 +51,9 @@ public final class LocalPipeline {
         }
         guard !bootstrapServers.isEmpty else { throw WorkerError.configuration("broker did not start in \(timeout)s") }
 
-        if let given = ProcessInfo.processInfo.environment["HERALD_POSTGRES"], !given.isEmpty {
+        if let throwaway {
+            postgres = throwaway.conninfo
+        } else if let given = ProcessInfo.processInfo.environment["HERALD_POSTGRES"], !given.isEmpty {
             postgres = given
         } else {
             let pg = try ThrowawayPostgres()

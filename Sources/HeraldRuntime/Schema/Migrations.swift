@@ -15,9 +15,9 @@ public struct Migrator: Sendable {
 
     /// Each step's SQL, with `$S` standing for the quoted schema name.
     static let steps: [(version: Int, name: String, sql: String)] = [
-        (1, "notifications and dead letters", """
+        (1, "notifications partitioned by day, dead letters", """
         CREATE TABLE $S.notifications (
-            id                text PRIMARY KEY,
+            id                text NOT NULL,
             shop_id           text NOT NULL,
             user_id           text NOT NULL,
             rule_id           text NOT NULL,
@@ -37,8 +37,11 @@ public struct Migrator: Sendable {
             decided_at        timestamptz NOT NULL,
             created_at        timestamptz NOT NULL DEFAULT now(),
             updated_at        timestamptz NOT NULL DEFAULT now(),
-            rules_version     text NOT NULL
-        );
+            rules_version     text NOT NULL,
+            -- Every outcome of a notification carries its trigger's event_time, so
+            -- (id, event_time) names one row and lets the key include the partition key.
+            PRIMARY KEY (id, event_time)
+        ) PARTITION BY RANGE (event_time);
         CREATE INDEX notifications_shop_rule_time ON $S.notifications (shop_id, rule_id, event_time);
         CREATE INDEX notifications_time ON $S.notifications (event_time);
         CREATE TABLE $S.dead_letters (
@@ -56,20 +59,187 @@ public struct Migrator: Sendable {
             UNIQUE (source_topic, source_partition, source_offset)
         );
         CREATE INDEX dead_letters_received ON $S.dead_letters (received_at);
+
+        -- One partition per UTC day, named notifications_pYYYYMMDD. Idempotent; serialised
+        -- by an advisory lock so that sinks and `herald migrate` can call it concurrently.
+        CREATE FUNCTION $S.ensure_notification_partitions(first_day date, last_day date) RETURNS integer
+        LANGUAGE plpgsql AS $$
+        DECLARE
+            parent regclass := '$S.notifications'::regclass;
+            nsp text;
+            d date;
+            created integer := 0;
+        BEGIN
+            SELECT n.nspname INTO nsp FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = parent;
+            PERFORM pg_advisory_xact_lock(7262462);
+            d := first_day;
+            WHILE d <= last_day LOOP
+                IF to_regclass(format('%I.%I', nsp, 'notifications_p' || to_char(d, 'YYYYMMDD'))) IS NULL THEN
+                    EXECUTE format('CREATE TABLE %I.%I PARTITION OF %I.notifications FOR VALUES FROM (%L) TO (%L)',
+                                   nsp, 'notifications_p' || to_char(d, 'YYYYMMDD'), nsp,
+                                   d::timestamp AT TIME ZONE 'UTC', (d + 1)::timestamp AT TIME ZONE 'UTC');
+                    created := created + 1;
+                END IF;
+                d := d + 1;
+            END LOOP;
+            RETURN created;
+        END $$;
+
+        -- Retention: drops every daily partition that ends at or before `cutoff`, whole.
+        CREATE FUNCTION $S.drop_notification_partitions(cutoff timestamptz) RETURNS SETOF text
+        LANGUAGE plpgsql AS $$
+        DECLARE
+            parent regclass := '$S.notifications'::regclass;
+            nsp text;
+            part record;
+        BEGIN
+            SELECT n.nspname INTO nsp FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = parent;
+            PERFORM pg_advisory_xact_lock(7262462);
+            FOR part IN
+                SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                WHERE i.inhparent = parent AND c.relname ~ '^notifications_p[0-9]{8}$'
+                  AND (to_date(substr(c.relname, 16), 'YYYYMMDD') + 1)::timestamp AT TIME ZONE 'UTC' <= cutoff
+                ORDER BY c.relname
+            LOOP
+                EXECUTE format('DROP TABLE %I.%I', nsp, part.relname);
+                RETURN NEXT part.relname;
+            END LOOP;
+        END $$;
         """),
-        (2, "conversions", """
-        CREATE TABLE $S.conversions (
-            notification_id text NOT NULL,
-            rule_id         text NOT NULL,
+        (2, "escalations, conversions, engagements, rule_stats_minute", """
+        CREATE TABLE $S.escalations (
+            notification_id text PRIMARY KEY,
             shop_id         text NOT NULL,
             user_id         text NOT NULL,
-            variant         text,
-            goal_event_id   text NOT NULL,
-            converted_at    timestamptz NOT NULL,
-            written_at      timestamptz NOT NULL DEFAULT now(),
-            PRIMARY KEY (notification_id)
+            rule_id         text NOT NULL,
+            priority        text NOT NULL,
+            tags            text[] NOT NULL DEFAULT '{}',
+            status          text NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'claimed', 'resolved')),
+            event_time      timestamptz NOT NULL,
+            created_at      timestamptz NOT NULL DEFAULT now(),
+            claimed_by      text,
+            claimed_at      timestamptz,
+            resolved_at     timestamptz
         );
+        CREATE INDEX escalations_open ON $S.escalations (shop_id, created_at) WHERE status <> 'resolved';
+
+        -- One conversion per notification (its first goal event). notification_time is the
+        -- notification's event_time: the funnel groups by it (cohorts).
+        CREATE TABLE $S.conversions (
+            notification_id   text PRIMARY KEY,
+            notification_time timestamptz NOT NULL,
+            shop_id           text NOT NULL,
+            user_id           text NOT NULL,
+            rule_id           text NOT NULL,
+            variant           text,
+            goal_event_id     text NOT NULL,
+            converted_at      timestamptz NOT NULL,
+            written_at        timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE INDEX conversions_time ON $S.conversions (notification_time);
         CREATE INDEX conversions_rule_time ON $S.conversions (rule_id, converted_at);
+
+        CREATE TABLE $S.engagements (
+            notification_id   text NOT NULL,
+            notification_time timestamptz NOT NULL,
+            shop_id           text NOT NULL,
+            rule_id           text NOT NULL,
+            variant           text,
+            kind              text NOT NULL CHECK (kind IN ('opened', 'clicked')),
+            event_id          text NOT NULL,
+            occurred_at       timestamptz NOT NULL,
+            written_at        timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (notification_id, kind, event_id)
+        );
+        CREATE INDEX engagements_time ON $S.engagements (notification_time);
+
+        -- Notifications by their current status, per minute of event_time. The sink keeps it
+        -- in the transaction that writes the rows: a status change moves one count from the
+        -- old key to the new, a replay changes nothing. '' stands for "no variant/reason".
+        CREATE TABLE $S.rule_stats_minute (
+            minute  timestamptz NOT NULL,
+            shop_id text NOT NULL,
+            rule_id text NOT NULL,
+            variant text NOT NULL,
+            status  text NOT NULL,
+            reason  text NOT NULL,
+            count   bigint NOT NULL,
+            PRIMARY KEY (minute, shop_id, rule_id, variant, status, reason)
+        );
+        """),
+        (3, "dashboard views", """
+        -- Each aggregate view is a set-returning SQL function over a time range that the
+        -- planner inlines, so a dashboard's range reaches the indexes (rule_stats_minute's
+        -- key starts with minute); the view is the same function over all time.
+        CREATE FUNCTION $S.outcomes_per_hour_between(p_from timestamptz, p_to timestamptz)
+        RETURNS TABLE (hour timestamptz, shop_id text, rule_id text, status text, notifications bigint)
+        LANGUAGE sql STABLE AS $$
+            SELECT date_trunc('hour', minute), shop_id, rule_id, status, sum(count)::bigint
+            FROM $S.rule_stats_minute
+            WHERE minute >= p_from AND minute < p_to
+            GROUP BY 1, 2, 3, 4
+        $$;
+        CREATE VIEW $S.outcomes_per_hour AS SELECT * FROM $S.outcomes_per_hour_between('-infinity', 'infinity');
+
+        CREATE FUNCTION $S.suppression_reasons_between(p_from timestamptz, p_to timestamptz)
+        RETURNS TABLE (hour timestamptz, shop_id text, rule_id text, status text, reason text, notifications bigint)
+        LANGUAGE sql STABLE AS $$
+            SELECT date_trunc('hour', minute), shop_id, rule_id, status, reason, sum(count)::bigint
+            FROM $S.rule_stats_minute
+            WHERE minute >= p_from AND minute < p_to AND status IN ('suppressed', 'failed')
+            GROUP BY 1, 2, 3, 4, 5
+        $$;
+        CREATE VIEW $S.suppression_reasons AS SELECT * FROM $S.suppression_reasons_between('-infinity', 'infinity');
+
+        -- sent → opened → clicked → converted per rule and variant, by day of the
+        -- notifications' event time (a cohort: a later open counts for the day it was sent).
+        CREATE FUNCTION $S.funnel_between(p_from timestamptz, p_to timestamptz)
+        RETURNS TABLE (day timestamptz, shop_id text, rule_id text, variant text,
+                       sent bigint, opened bigint, clicked bigint, converted bigint)
+        LANGUAGE sql STABLE AS $$
+            WITH sent AS (
+                SELECT date_trunc('day', minute) AS day, shop_id, rule_id, variant, sum(count)::bigint AS n
+                FROM $S.rule_stats_minute
+                WHERE minute >= p_from AND minute < p_to AND status = 'sent'
+                GROUP BY 1, 2, 3, 4
+            ), engaged AS (
+                SELECT date_trunc('day', notification_time) AS day, shop_id, rule_id, coalesce(variant, '') AS variant,
+                       count(DISTINCT notification_id) FILTER (WHERE kind = 'opened') AS opened,
+                       count(DISTINCT notification_id) FILTER (WHERE kind = 'clicked') AS clicked
+                FROM $S.engagements
+                WHERE notification_time >= p_from AND notification_time < p_to
+                GROUP BY 1, 2, 3, 4
+            ), converted AS (
+                SELECT date_trunc('day', notification_time) AS day, shop_id, rule_id, coalesce(variant, '') AS variant,
+                       count(DISTINCT notification_id) AS converted
+                FROM $S.conversions
+                WHERE notification_time >= p_from AND notification_time < p_to
+                GROUP BY 1, 2, 3, 4
+            )
+            SELECT day, shop_id, rule_id, nullif(variant, ''),
+                   coalesce(s.n, 0), coalesce(e.opened, 0), coalesce(e.clicked, 0), coalesce(c.converted, 0)
+            FROM sent s FULL JOIN engaged e USING (day, shop_id, rule_id, variant)
+                        FULL JOIN converted c USING (day, shop_id, rule_id, variant)
+        $$;
+        CREATE VIEW $S.funnel AS SELECT * FROM $S.funnel_between('-infinity', 'infinity');
+
+        -- One row per notification, so that a time filter on event_time prunes partitions
+        -- and uses notifications_time; group by latency_bucket_ms for a histogram. Latency is
+        -- event time → first written, so delayed rules include their wait.
+        CREATE VIEW $S.notification_latency AS
+        SELECT event_time, shop_id, rule_id, status,
+               extract(epoch FROM created_at - event_time) * 1000 AS latency_ms,
+               (SELECT min(b) FROM unnest(ARRAY[10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000,
+                                               300000, 3600000, 86400000]) AS b
+                 WHERE extract(epoch FROM created_at - event_time) * 1000 <= b) AS latency_bucket_ms
+        FROM $S.notifications;
+
+        CREATE VIEW $S.escalation_queue AS
+        SELECT notification_id, shop_id, user_id, rule_id, priority, tags, status, created_at, claimed_by,
+               now() - created_at AS age
+        FROM $S.escalations
+        WHERE status <> 'resolved'
+        ORDER BY CASE priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 WHEN 'normal' THEN 2 ELSE 3 END, created_at;
         """),
     ]
 

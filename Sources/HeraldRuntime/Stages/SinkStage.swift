@@ -31,13 +31,13 @@ enum PostgresWait {
 public enum SinkStage {
     public static let name = "herald-sink"
 
-    /// How long a batch is held open for more messages.
-    static let flushInterval: Duration = .milliseconds(200)
+    /// How often the partitions ahead of today are checked while running.
+    static let partitionCheckInterval: Duration = .seconds(3600)
 
-    public static func run(config: WorkerConfig, logger: Logger, stop: StopSignal) throws {
+    public static func run(config: WorkerConfig, sink: SinkConfig = SinkConfig(), logger: Logger, stop: StopSignal) throws {
         let topics = config.topics
         guard var conn = try PostgresWait.connect(config.postgres, logger: logger, stop: stop) else { return }
-        let writer = SinkWriter(schema: config.schema)
+        var writer = SinkWriter(schema: config.schema)
         let migrator = Migrator(schema: config.schema)
         var version = try migrator.currentVersion(conn)
         while version < Migrator.latestVersion, !stop.isSet {
@@ -48,6 +48,7 @@ public enum SinkStage {
             version = try migrator.currentVersion(conn)
         }
         try writer.prepare(conn)
+        try writer.partitions.ensureAhead(on: conn)
         _ = try TopicCheck.waitForTopics([topics.outcomes, topics.deadletter], coPartitioned: false,
                                          config: config, logger: logger, stop: stop)
         var backoff = Backoff()
@@ -64,7 +65,8 @@ public enum SinkStage {
                 // A consumer that cannot be created on the first try is misconfigured.
                 firstSession = false
                 defer { consumer.close() }
-                try session(consumer: consumer, conn: &conn, writer: writer, config: config, logger: logger, stop: stop)
+                try session(consumer: consumer, conn: &conn, writer: &writer, config: config, sink: sink, logger: logger,
+                            stop: stop)
                 backoff = Backoff()
             } catch let error as WorkerError {
                 throw error
@@ -84,87 +86,96 @@ public enum SinkStage {
         }
     }
 
-    private static func session(consumer: KafkaConsumer, conn: inout PostgresConnection, writer: SinkWriter,
-                                config: WorkerConfig, logger: Logger, stop: StopSignal) throws {
+    private static func session(consumer: KafkaConsumer, conn: inout PostgresConnection, writer: inout SinkWriter,
+                                config: WorkerConfig, sink: SinkConfig, logger: Logger, stop: StopSignal) throws {
         let topics = config.topics
-        var outcomes: [Outcome] = []
-        var conversions: [Conversion] = []
-        var letters: [DeadLetter] = []
-        var offsets: [TopicPartition: Int64] = [:]
-        var count = 0
+        let clock = ContinuousClock()
+        let origin = clock.now
+        var pacer = sink.maxRowsPerSecond.map { RatePacer(rowsPerSecond: Double($0)) }
+        // Under a rate cap a batch holds at most one second's worth, so pacing stays smooth.
+        let batchSize = min(config.batchSize, sink.maxRowsPerSecond ?? .max)
+        var nextPartitionCheck = clock.now + partitionCheckInterval
+        // Batch k is written on the writer's thread while batch k+1 is polled and decoded
+        // here; k's offsets are committed only once its transaction has committed.
+        let pipeline = SinkBatchWriter(conn: conn, writer: writer, config: config, logger: logger, stop: stop)
         let monitor = PartitionMonitor(consumer: consumer, logger: logger)
+        var inFlight: (batch: SinkBatch, started: ContinuousClock.Instant)?
+        func finishInFlight() throws {
+            guard let (batch, started) = inFlight else { return }
+            inFlight = nil
+            // While PostgreSQL refuses writes, fetching pauses (memory stays bounded).
+            while try !pipeline.wait(timeout: .milliseconds(200)) {
+                if pipeline.isRetrying { monitor.pause(because: "PostgreSQL writes are failing") }
+            }
+            monitor.resume()
+            try consumer.commit(batch.offsets)
+            monitor.committed(batch.offsets, batch: [], since: started)
+            HeraldMetrics.written(outcomes: batch.outcomes, conversions: batch.conversions.count,
+                                  deadLetters: batch.letters.count, now: .now)
+        }
+        defer {
+            pipeline.close()
+            conn = pipeline.conn
+            writer = pipeline.writer
+        }
         while !stop.isSet {
-            // Gather a batch: up to batchSize messages or flushInterval after the first.
-            let clock = ContinuousClock()
+            var batch = SinkBatch()
+            // Gather a batch: up to batchSize messages or the flush interval after the first.
             var deadline: ContinuousClock.Instant?
-            while count < config.batchSize, !stop.isSet {
+            while batch.count < batchSize, !stop.isSet {
                 let wait: Duration = deadline.map { max(.zero, $0 - clock.now) } ?? .milliseconds(100)
                 if deadline != nil, wait == .zero { break }
-                let messages = try consumer.poll(maxMessages: config.batchSize - count, timeout: wait)
+                let messages = try consumer.poll(maxMessages: batchSize - batch.count, timeout: wait)
                 monitor.polled()
                 HeraldMetrics.consumed(messages)
                 if messages.isEmpty {
-                    if deadline == nil { continue } else { break }
+                    // Idle: commit the batch in flight now rather than when traffic resumes.
+                    if deadline == nil { try finishInFlight(); continue } else { break }
                 }
-                if deadline == nil { deadline = clock.now + flushInterval }
-                for m in messages {
-                    count += 1
-                    offsets[TopicPartition(m.topic, m.partition)] = m.offset + 1
-                    do throws(MessageDecodingError) {
-                        if m.topic == topics.outcomes, Conversion.kind(of: m.value) == "conversion" {
-                            conversions.append(try Conversion(json: m.value))
-                        } else if m.topic == topics.outcomes {
-                            outcomes.append(try Outcome(json: m.value))
-                        } else {
-                            letters.append(try DeadLetter(json: m.value))
-                        }
-                    } catch {
-                        let reason = m.topic == topics.outcomes ? "invalid_outcome" : "invalid_dead_letter"
-                        letters.append(DeadLetter(stage: name, reason: reason, detail: error.message, message: m))
-                    }
-                }
+                if deadline == nil { deadline = clock.now + sink.flushInterval }
+                for m in messages { batch.add(m, topics: topics) }
             }
-            if count == 0 { continue }
-            let started = ContinuousClock.now
-            try writeWithRetry(outcomes: outcomes, conversions: conversions, letters: letters, conn: &conn,
-                               writer: writer, config: config, logger: logger, stop: stop) {
-                monitor.pause(because: "PostgreSQL writes are failing")
+            try finishInFlight()
+            if batch.count == 0 { continue }
+            if var p = pacer {
+                // Peak shaving: wait for the budget before writing; Kafka keeps the backlog.
+                let wait = p.reserve(batch.rows, at: (clock.now - origin) / .seconds(1))
+                pacer = p
+                if wait > 0 { stop.sleep(wait) }
             }
-            monitor.resume()
-            try consumer.commit(offsets)
-            monitor.committed(offsets, batch: [], since: started)
-            HeraldMetrics.written(outcomes: outcomes, conversions: conversions.count, deadLetters: letters.count, now: .now)
-            logger.debug("batch written", metadata: ["outcomes": "\(outcomes.count)", "dead_letters": "\(letters.count)"])
-            outcomes.removeAll(keepingCapacity: true)
-            conversions.removeAll(keepingCapacity: true)
-            letters.removeAll(keepingCapacity: true)
-            offsets.removeAll(keepingCapacity: true)
-            count = 0
+            let checkPartitions = clock.now >= nextPartitionCheck
+            if checkPartitions { nextPartitionCheck = clock.now + partitionCheckInterval }
+            pipeline.submit(batch, checkPartitions: checkPartitions)
+            inFlight = (batch, clock.now)
         }
+        try finishInFlight()
     }
+}
 
-    /// Retries a failed batch for a while (the consumer keeps its partitions); past that the
-    /// session ends, the consumer leaves the group, and the batch is re-read after recovery.
-    private static func writeWithRetry(outcomes: [Outcome], conversions: [Conversion], letters: [DeadLetter],
-                                       conn: inout PostgresConnection,
-                                       writer: SinkWriter, config: WorkerConfig, logger: Logger, stop: StopSignal,
-                                       stalled: () -> Void) throws {
-        var backoff = Backoff(initial: 0.2, max: 5)
-        let giveUp = Date().addingTimeInterval(30)
-        while true {
-            do {
-                try writer.write(outcomes: outcomes, conversions: conversions, deadLetters: letters, on: conn)
-                return
-            } catch let error as PostgresError {
-                guard Date() < giveUp, !stop.isSet else { throw error }
-                stalled()
-                let delay = backoff.take()
-                logger.warning("batch write failed; retrying", metadata: ["error": "\(error)", "retry_in_s": "\(delay)"])
-                stop.sleep(delay)
-                if error.isConnectionFailure || !conn.isHealthy {
-                    if (try? conn.reconnect()) != nil { try? writer.prepare(conn) }
-                }
+/// One batch of consumed messages, decoded.
+struct SinkBatch: Sendable {
+    var outcomes: [Outcome] = []
+    var conversions: [Conversion] = []
+    var letters: [DeadLetter] = []
+    var offsets: [TopicPartition: Int64] = [:]
+    var count = 0
+
+    var rows: Int { outcomes.count + conversions.count + letters.count }
+
+    mutating func add(_ m: KafkaMessage, topics: TopicNames) {
+        count += 1
+        offsets[TopicPartition(m.topic, m.partition)] = m.offset + 1
+        do throws(MessageDecodingError) {
+            if m.topic == topics.outcomes, Conversion.kind(of: m.value) == "conversion" {
+                conversions.append(try Conversion(json: m.value))
+            } else if m.topic == topics.outcomes {
+                outcomes.append(try Outcome(json: m.value))
+            } else {
+                letters.append(try DeadLetter(json: m.value))
             }
+        } catch {
+            let reason = m.topic == topics.outcomes ? "invalid_outcome" : "invalid_dead_letter"
+            letters.append(DeadLetter(stage: SinkStage.name, reason: reason, detail: error.message, message: m))
         }
     }
 }
