@@ -8,7 +8,7 @@ import Logging
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "herald-bench", abstract: "Herald benchmarks, each against a ceiling measured in the same run.",
-        subcommands: [SinkBench.self])
+        subcommands: [SinkBench.self, TriggerLogicBench.self])
 }
 
 /// Where every subcommand records its numbers.
@@ -58,6 +58,38 @@ struct SinkBench: ParsableCommand {
             "copy_ceiling_rps": result.copyCeilingRPS.rounded(), "sink_rps": result.sinkRPS.rounded(),
             "sink_ratio": (result.sinkRatio * 1000).rounded() / 1000, "sink_rows": result.rows,
             "sink_partitions": result.partitions, "sink_startup_s": (result.sinkStartupSeconds * 100).rounded() / 100,
+        ])
+    }
+}
+
+struct TriggerLogicBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "trigger-logic",
+        abstract: "The trigger's parsing and rule evaluation on one core with the SPEC §3 rules file, and its state per user.")
+
+    @Option(help: "Events to process.")
+    var events = 3_000_000
+
+    @Option(help: "Distinct users.")
+    var users = 1_000_000
+
+    @Option(help: "Rules file.")
+    var rules = "deploy/rules/herald.yaml"
+
+    @OptionGroup var output: ReportOptions
+
+    func run() throws {
+        let ruleSet = try RulesFiles.load(rules)
+        let r = try withLargeStack { try TriggerLogicBenchmark(rules: ruleSet, events: events, users: users).run() }
+        print(String(format: "%d events of %d bytes on average, %d users (%d with state)", r.events, r.averageBytes, r.users, r.usersWithState))
+        print(String(format: "parse:            %.0f events/s", r.parseEPS))
+        print(String(format: "trigger logic:    %.0f events/s (target ≥ 1,000,000); %.1f%% produce candidates", r.triggerEPS, r.candidateShare * 100))
+        print(String(format: "parse + trigger:  %.0f events/s (target ≥ 400,000)", r.parseAndTriggerEPS))
+        print(String(format: "state:            %.0f bytes per user (target ≤ 256)", r.stateBytesPerUser))
+        try output.record([
+            "trigger_logic_eps": r.triggerEPS.rounded(), "parse_eps": r.parseEPS.rounded(),
+            "parse_trigger_eps": r.parseAndTriggerEPS.rounded(), "trigger_candidate_share": (r.candidateShare * 1000).rounded() / 1000,
+            "state_bytes_per_user": r.stateBytesPerUser.rounded(), "trigger_logic_users": r.users,
         ])
     }
 }
