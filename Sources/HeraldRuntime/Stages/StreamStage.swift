@@ -139,30 +139,42 @@ final class StreamStage {
         pending.positions = positions
         let monitor = PartitionMonitor(consumer: consumer, logger: logger)
         var outputs: [OutputRecord] = []
+        // Messages handled since the last commit, and since when: a commit (a broker round
+        // trip, after waiting for every output's acknowledgement) covers many polls.
+        var uncommitted: [KafkaMessage] = []
+        var batchStarted: ContinuousClock.Instant?
         while !stop.isSet {
-            let messages = try consumer.poll(maxMessages: config.batchSize, timeout: .milliseconds(100))
+            let messages = try consumer.poll(maxMessages: config.batchSize, timeout: .milliseconds(uncommitted.isEmpty ? 100 : 0))
             monitor.polled()
-            let started = ContinuousClock.now
+            if !messages.isEmpty, batchStarted == nil { batchStarted = .now }
             outputs.removeAll(keepingCapacity: true)
             for message in messages {
                 positions.consumed(message)
                 handler.handle(message, progress: positions, into: &outputs)
                 pending.offsets[TopicPartition(message.topic, message.partition)] = message.offset + 1
             }
-            handler.tick(progress: positions, into: &outputs)
+            uncommitted += messages
+            let batchDue = messages.isEmpty || uncommitted.count >= config.batchSize
+                || batchStarted.map { ContinuousClock.now - $0 >= .milliseconds(100) } ?? true
+            if batchDue { handler.tick(progress: positions, into: &outputs) }
             for o in outputs {
                 try producer.send(topic: o.topic, key: o.key, value: o.value)
             }
-            if outputs.isEmpty && pending.offsets.isEmpty {
+            guard batchDue else { continue }
+            if outputs.isEmpty && pending.offsets.isEmpty && producer.inFlight == 0 {
                 producer.poll()
+                uncommitted.removeAll(keepingCapacity: true)
+                batchStarted = nil
                 continue
             }
             try monitor.flush(producer, timeout: .seconds(60))
             if !pending.offsets.isEmpty {
                 try consumer.commit(pending.offsets)
-                monitor.committed(pending.offsets, batch: messages, since: started)
+                monitor.committed(pending.offsets, batch: uncommitted, since: batchStarted ?? .now)
                 pending.offsets.removeAll(keepingCapacity: true)
             }
+            uncommitted.removeAll(keepingCapacity: true)
+            batchStarted = nil
         }
     }
 }
