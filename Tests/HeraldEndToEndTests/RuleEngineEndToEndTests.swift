@@ -11,7 +11,7 @@ import Testing
 @Suite(.serialized) struct RuleEngineEndToEndTests {
     let logger = Logger(label: "rules-e2e")
 
-    /// SPEC §3's rules without the shaping that herald-shaper does not apply yet.
+    /// SPEC §3's rules without policies, merge or experiments (ShapingEndToEndTests has those).
     static let rules = """
     version: 1
     defaults: { timezone: Asia/Shanghai, channels: [in_app] }

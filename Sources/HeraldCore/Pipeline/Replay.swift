@@ -72,7 +72,9 @@ public struct Replay: Sendable {
         for output in outputs {
             switch output {
             case .candidate(let c): records += shaper.process(c).map(Record.outcome)
-            case .conversion(let c): records.append(.conversion(c))
+            case .conversion(var c):
+                c.variant = c.variant ?? shaper.variant(ruleID: c.ruleID, shopID: c.shopID, userID: c.userID)
+                records.append(.conversion(c))
             }
         }
         return records

@@ -46,11 +46,6 @@ public struct Shaper: Sendable {
         historyHorizon = longest
     }
 
-    /// Parts of a rules file this version validates but does not apply yet; workers and
-    /// replay refuse such a file rather than ignore them. Every shaping feature of SPEC §6
-    /// is applied now.
-    public static func unsupportedFeatures(_ rules: RuleSet) -> [String] { [] }
-
     /// The next merge-window close or deferred wake-up, if any.
     public var nextDue: Timestamp? { timers.first?.due }
 
@@ -243,6 +238,11 @@ public struct Shaper: Sendable {
             outcome.body = nil
         }
         return outcome
+    }
+
+    /// The variant `user` gets for `rule`'s experiment, if it has one (conversions carry it).
+    public func variant(ruleID: String, shopID: String, userID: String) -> String? {
+        experiments[ruleID].map { Shaper.variant(of: $0, shopID: shopID, userID: userID).name }
     }
 
     /// The stable variant of a user in an experiment: a hash of shop, user and the
