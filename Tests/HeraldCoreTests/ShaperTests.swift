@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import HeraldCore
 
@@ -110,6 +111,18 @@ policies:
             "autumn deferred 2026-10-24T22:00:00Z quiet_hours due=2026-10-25T08:00:00Z",
             "autumn sent 2026-10-25T08:00:00Z",
         ])
+    }
+
+    @Test func anEndInsideTheSpringForwardGapIsJustAfterIt() throws {
+        // 01:30 does not exist in London on 29 March 2026: quiet hours ending then end at
+        // 02:30 BST (01:30Z).
+        let q = Policies.QuietHours(start: 22 * 60, end: 90, bypass: [])
+        let london = TimeZone(identifier: "Europe/London")!
+        #expect(Shaper.quietHoursEnd(q, at: Timestamp(rfc3339: "2026-03-28T23:00:00Z")!, zone: london)
+            == Timestamp(rfc3339: "2026-03-29T01:30:00Z"))
+        // 01:30 happens twice on 25 October 2026: the first one (00:30Z) ends them.
+        #expect(Shaper.quietHoursEnd(q, at: Timestamp(rfc3339: "2026-10-24T22:00:00Z")!, zone: london)
+            == Timestamp(rfc3339: "2026-10-25T00:30:00Z"))
     }
 
     @Test func theUsersOwnTimeZoneWinsOverTheDefault() throws {

@@ -21,6 +21,7 @@ public struct Shaper: Sendable {
     private let experiments: [String: Experiment]
     /// Sent history older than this is never read again.
     private let historyHorizon: TimeSpan
+    private let sweepInterval: TimeSpan
     private var users: [UserKey: ShaperUser] = [:]
     private var timers = TimerHeap()
     private var timerSequence: UInt64 = 0
@@ -44,6 +45,10 @@ public struct Shaper: Sendable {
         for s in rules.policies.shops.values { if let cap = s.frequencyCap { longest = max(longest, cap.per) } }
         for r in rules.rules { if let d = r.dedupe { longest = max(longest, d.window) } }
         historyHorizon = longest
+        // Users seen again are pruned as they are touched; the sweep only removes users
+        // that went quiet, so it can be as rare as the longest window (at least hourly for
+        // the preference fold, at most daily).
+        sweepInterval = min(max(longest, .hours(1)), .days(1))
     }
 
     /// The next merge-window close or deferred wake-up, if any.
@@ -73,6 +78,7 @@ public struct Shaper: Sendable {
         }
         user.seen.append((idHash, c.firedAt))
         let now = c.firedAt
+        user.prune(historyFrom: now - historyHorizon, seenFrom: now - seenHorizon, foldUpTo: now - .hours(1))
         // A firing that failed in the trigger fails here, whatever the policies say.
         if c.failure != nil {
             out.append(send(Message(c), decidedAt: now, user: &user))
@@ -125,7 +131,7 @@ public struct Shaper: Sendable {
             fire(top, into: &out)
         }
         clock = max(clock ?? time, time)
-        if lastSweep.map({ time - $0 >= .hours(1) }) ?? true {
+        if lastSweep.map({ time - $0 >= sweepInterval }) ?? true {
             sweep(now: time)
             lastSweep = time
         }
@@ -342,12 +348,13 @@ public struct Shaper: Sendable {
     private mutating func sweep(now: Timestamp) {
         let historyFrom = now - historyHorizon
         let seenFrom = now - seenHorizon
-        var empty: [UserKey] = []
-        for key in users.keys {
-            users[key]!.prune(historyFrom: historyFrom, seenFrom: seenFrom, foldUpTo: now - .hours(1))
-            if users[key]!.isEmpty { empty.append(key) }
+        // The keys are copied first: mutating values while iterating the dictionary would
+        // copy the whole table.
+        for key in Array(users.keys) {
+            guard var user = users.removeValue(forKey: key) else { continue }
+            user.prune(historyFrom: historyFrom, seenFrom: seenFrom, foldUpTo: now - .hours(1))
+            if !user.isEmpty { users[key] = user }
         }
-        for key in empty { users[key] = nil }
     }
 
     // MARK: - Time zones
@@ -378,9 +385,11 @@ public struct Shaper: Sendable {
         let endDay = minute < q.end ? day : day + 1
         let wall = endDay * 86_400 + Int64(q.end) * 60
         // Wall clock → UTC: the offset in force at that wall time (twice, for DST changes).
+        // An end inside a spring-forward gap resolves to just after the gap (the smaller
+        // offset); one in the repeated hour of a fall-back to its first occurrence.
         var off = Int64(zone.secondsFromGMT(for: Date(timeIntervalSince1970: TimeInterval(wall - offset))))
         let again = Int64(zone.secondsFromGMT(for: Date(timeIntervalSince1970: TimeInterval(wall - off))))
-        if again != off { off = max(off, again) }
+        if again != off { off = min(off, again) }
         return Timestamp(seconds: wall - off)
     }
 }
@@ -437,10 +446,12 @@ struct ShaperUser: Sendable {
     }
 
     mutating func prune(historyFrom: Timestamp, seenFrom: Timestamp, foldUpTo: Timestamp) {
-        seen.removeAll { $0.time <= seenFrom }
+        if let first = seen.first, first.time <= seenFrom { seen.removeAll { $0.time <= seenFrom } }
         // Deferred messages keep their entries until they are decided.
-        history.removeAll { $0.sent && $0.time <= historyFrom }
-        preferences.fold(upTo: foldUpTo)
+        if history.contains(where: { $0.sent && $0.time <= historyFrom }) {
+            history.removeAll { $0.sent && $0.time <= historyFrom }
+        }
+        if !preferences.pending.isEmpty { preferences.fold(upTo: foldUpTo) }
     }
 }
 
