@@ -149,8 +149,13 @@ final class ShaperHandler: StageHandler {
     }
 
     func handle(_ message: KafkaMessage, progress positions: PartitionPositions, into out: inout [OutputRecord]) {
+        handle(message, caughtUp: positions.isCaughtUp, wallClock: .now, into: &out)
+    }
+
+    func handle(_ message: KafkaMessage, caughtUp: (TopicPartition) -> Bool, wallClock: Timestamp,
+                into out: inout [OutputRecord]) {
         let tp = TopicPartition(message.topic, message.partition)
-        defer { progress[tp, default: InputProgress()].caughtUp = positions.isCaughtUp(tp) }
+        defer { progress[tp, default: InputProgress()].caughtUp = caughtUp(tp) }
         if message.topic == topics.behavior {
             // Invalid events are the trigger's to dead-letter; here they only count as read.
             guard case .success(let event) = EventDecoder.decode(message.value, topic: .behavior) else { return }
@@ -161,7 +166,7 @@ final class ShaperHandler: StageHandler {
             if let engagement = Engagement(event: event) {
                 out.append(OutputRecord(topic: topics.outcomes, key: message.key, value: engagement.json))
             }
-            release(message.partition, wallClock: .now, into: &out)
+            release(message.partition, wallClock: wallClock, into: &out)
             return
         }
         do throws(MessageDecodingError) {
@@ -180,7 +185,7 @@ final class ShaperHandler: StageHandler {
             while i > 0, p.waiting[i - 1].firedAt > candidate.firedAt { i -= 1 }
             p.waiting.insert(candidate, at: i)
             partitions[message.partition] = p
-            release(message.partition, wallClock: .now, into: &out)
+            release(message.partition, wallClock: wallClock, into: &out)
         } catch {
             HeraldMetrics.deadLettered("invalid_candidate")
             let letter = DeadLetter(stage: ShaperStage.name, reason: "invalid_candidate", detail: error.message, message: message)
@@ -189,11 +194,15 @@ final class ShaperHandler: StageHandler {
     }
 
     func tick(progress positions: PartitionPositions, into out: inout [OutputRecord]) {
-        let now = Timestamp.now
-        for tp in positions.assignment {
-            progress[tp, default: InputProgress()].caughtUp = positions.isCaughtUp(tp)
+        tick(assignment: positions.assignment, caughtUp: positions.isCaughtUp, wallClock: .now, into: &out)
+    }
+
+    func tick(assignment: [TopicPartition], caughtUp: (TopicPartition) -> Bool, wallClock: Timestamp,
+              into out: inout [OutputRecord]) {
+        for tp in assignment {
+            progress[tp, default: InputProgress()].caughtUp = caughtUp(tp)
         }
-        for partition in partitions.keys.sorted() { release(partition, wallClock: now, into: &out) }
+        for partition in partitions.keys.sorted() { release(partition, wallClock: wallClock, into: &out) }
     }
 
     func revoked(_ partitions: [TopicPartition]) {
