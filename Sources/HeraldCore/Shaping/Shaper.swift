@@ -68,7 +68,10 @@ public struct Shaper: Sendable {
     public mutating func process(_ c: Candidate, into out: inout [Outcome]) {
         advance(to: c.firedAt, into: &out)
         let key = UserKey(shop: c.shopID, user: c.userID)
-        var user = users.removeValue(forKey: key) ?? ShaperUser()
+        // Taken out of the table by a swap (no deletion, which shifts the probe run) and
+        // put back when done.
+        var user = ShaperUser()
+        swap(&user, &users[key, default: ShaperUser()])
         defer { users[key] = user }
         // 1. A candidate id seen before is dropped silently.
         let idHash = StableID.hash64(c.id)
@@ -182,11 +185,12 @@ public struct Shaper: Sendable {
             schedule(end, UserKey(shop: c.shopID, user: c.userID))
             return
         }
-        decide(m, at: now, dedupeKey: dedupeKey, user: &user, into: &out)
+        decide(m, at: now, dedupeKey: dedupeKey, held: false, user: &user, into: &out)
     }
 
     /// Steps 6–7.
-    private mutating func decide(_ m: Message, at now: Timestamp, dedupeKey: String?, user: inout ShaperUser,
+    /// `held`: the message was deferred and holds a history entry (its dedupe key) to release.
+    private mutating func decide(_ m: Message, at now: Timestamp, dedupeKey: String?, held: Bool, user: inout ShaperUser,
                                  into out: inout [Outcome]) {
         let c = m.candidate
         // 6. Frequency cap: messages sent in the rolling window (now − per, now].
@@ -196,14 +200,14 @@ public struct Shaper: Sendable {
             var sent = 0
             for d in user.history where d.sent && d.time > from && d.time <= now { sent += 1 }
             if sent >= cap.max {
-                user.history.removeAll { $0.id == c.id }
+                if held { user.history.removeAll { $0.id == c.id } }
                 out.append(Outcome(candidate: c, status: .suppressed, reason: "frequency_cap", decidedAt: now))
                 return
             }
         }
         // 7. Render and send.
         let outcome = send(m, decidedAt: now, user: &user)
-        user.history.removeAll { $0.id == c.id }
+        if held { user.history.removeAll { $0.id == c.id } }
         if outcome.status == .sent {
             user.history.append(Delivery(id: c.id, ruleID: c.ruleID, dedupeKey: dedupeKey, chain: c.triggerEventIDs,
                                          time: now, sent: true))
@@ -288,7 +292,9 @@ public struct Shaper: Sendable {
     }
 
     private mutating func fire(_ timer: TimerHeap.Entry, into out: inout [Outcome]) {
-        guard var user = users.removeValue(forKey: timer.user) else { return }
+        guard users[timer.user] != nil else { return }
+        var user = ShaperUser()
+        swap(&user, &users[timer.user, default: ShaperUser()])
         defer { users[timer.user] = user }
         let now = timer.due
         // Merge windows closing now, oldest first.
@@ -300,7 +306,7 @@ public struct Shaper: Sendable {
         while let i = user.deferred.firstIndex(where: { $0.dueAt <= now }) {
             let d = user.deferred.remove(at: i)
             let key = user.history.first(where: { $0.id == d.message.candidate.id })?.dedupeKey
-            decide(d.message, at: d.dueAt, dedupeKey: key, user: &user, into: &out)
+            decide(d.message, at: d.dueAt, dedupeKey: key, held: true, user: &user, into: &out)
         }
     }
 
