@@ -8,7 +8,7 @@ import Logging
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "herald-bench", abstract: "Herald benchmarks, each against a ceiling measured in the same run.",
-        subcommands: [SinkBench.self, TriggerLogicBench.self, TriggerBench.self])
+        subcommands: [SinkBench.self, TriggerLogicBench.self, TriggerBench.self, ShapeLogicBench.self])
 }
 
 /// Where every subcommand records its numbers.
@@ -125,5 +125,31 @@ struct TriggerBench: ParsableCommand {
             "trigger_ratio": (r.triggerRatio * 1000).rounded() / 1000, "trigger_events": r.events,
             "trigger_partitions": r.partitions,
         ])
+    }
+}
+
+struct ShapeLogicBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "shape-logic",
+        abstract: "The shaper's seven steps on one core with the SPEC §3 policies (quiet hours, caps, dedupe, merge, A/B).")
+
+    @Option(help: "Candidates to shape.")
+    var candidates = 1_000_000
+
+    @Option(help: "Distinct users.")
+    var users = 200_000
+
+    @Option(help: "Rules file.")
+    var rules = "deploy/rules/herald.yaml"
+
+    @OptionGroup var output: ReportOptions
+
+    func run() throws {
+        let ruleSet = try RulesFiles.load(rules)
+        let r = ShapeLogicBenchmark(rules: ruleSet, candidates: candidates, users: users).run()
+        print(String(format: "%d candidates, %d users, %d outcomes", r.candidates, r.users, r.outcomes))
+        print(String(format: "shape logic: %.0f candidates/s (target ≥ 500,000)", r.shapeCPS))
+        for (k, v) in r.byStatus.sorted(by: { $0.key < $1.key }) { print("  \(k): \(v)") }
+        try output.record(["shape_logic_cps": r.shapeCPS.rounded(), "shape_logic_candidates": r.candidates])
     }
 }

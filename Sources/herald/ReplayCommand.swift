@@ -37,11 +37,6 @@ struct ReplayCommand: ParsableCommand {
             Console.error("\(error)")
             throw ExitCode(2)
         }
-        let unsupported = Shaper.unsupportedFeatures(ruleSet)
-        guard unsupported.isEmpty else {
-            Console.error("the rules file uses shaping this version does not apply yet: \(unsupported.joined(separator: ", "))")
-            throw ExitCode(2)
-        }
         var untilTime: Timestamp?
         if let until {
             guard let t = Timestamp(rfc3339: until) else { throw ValidationError("--until must be an RFC 3339 time") }

@@ -11,7 +11,8 @@ import Testing
 @Suite(.serialized) struct RuleEngineEndToEndTests {
     let logger = Logger(label: "rules-e2e")
 
-    /// SPEC §3's rules without the shaping that herald-shaper does not apply yet.
+    /// SPEC §3's rules with its policies and experiment (shaping decides on event time, so
+    /// live and replay agree on every deferral, cap and duplicate too).
     static let rules = """
     version: 1
     defaults: { timezone: Asia/Shanghai, channels: [in_app] }
@@ -24,6 +25,7 @@ import Testing
       win_back: { body: "We miss you." }
       repayment_reminder: { body: "Bill {{ event.bill_id }} is due {{ event.due_at | date: 'yyyy-MM-dd' }}." }
       ticket_ack: { body: "We got your message: {{ event.text | truncate: 20 }}" }
+      cart_reminder_coupon: { body: "{{ event.sku }} is still in your cart: 10% off with CART10." }
     rules:
       - { id: payment-failed, on: orders.payment_failed, notify: { template: refund_notice, priority: high } }
       - id: cart-abandoned
@@ -57,6 +59,17 @@ import Testing
         on: behavior.support_message
         where: "event.text contains_any ['未到账', '没收到', 'not received']"
         notify: { template: ticket_ack, priority: high, escalate: true }
+    policies:
+      quiet_hours: { start: "22:00", end: "08:00", bypass: [urgent] }
+      frequency_cap: { max: 3, per: 24h, bypass: [urgent, high] }
+      dedupe: { window: 1h }
+      shops:
+        s1: { quiet_hours: { start: "23:00", end: "07:00" }, frequency_cap: { max: 5, per: 24h } }
+    experiments:
+      - rule: cart-abandoned
+        variants:
+          A: { template: cart_reminder, weight: 50 }
+          B: { template: cart_reminder_coupon, weight: 50 }
     """
 
     /// Time-ordered traffic that starts 60 days ago, so every timer it sets is due long before now.
@@ -110,7 +123,7 @@ import Testing
                 expectedConversions.insert("\(c.notificationID) \(c.goalEventID)")
             } else {
                 let o = try Outcome(json: bytes)
-                expected[o.notificationID] = "\(o.ruleID) \(o.userID) \(o.status.rawValue) \(o.reason ?? "-") \(o.decidedAt.rfc3339)"
+                expected[o.notificationID] = "\(o.ruleID) \(o.userID) \(o.status.rawValue) \(o.reason ?? "-") \(o.variant ?? "-") \(o.decidedAt.rfc3339)"
             }
         }
         let byRule = Dictionary(grouping: expected.values, by: { $0.split(separator: " ")[0] }).mapValues(\.count)
@@ -120,23 +133,32 @@ import Testing
             #expect((byRule[Substring(rule)] ?? 0) > 0, "no outcome of \(rule): \(byRule)")
         }
         #expect(!expectedConversions.isEmpty)
+        // …and the shaping policies.
+        for reason in ["duplicate", "frequency_cap"] {
+            #expect(expected.values.contains { $0.contains(" \(reason) ") }, "no \(reason)")
+        }
+        #expect(expected.values.contains { $0.contains(" - A ") } && expected.values.contains { $0.contains(" - B ") })
 
         try pipeline.startWorkers()
         let conn = try pipeline.connect()
         let s = "\"\(pipeline.schema)\""
+        func liveRows() throws -> [String: String] {
+            var live: [String: String] = [:]
+            for r in try conn.execute("""
+                SELECT id, rule_id, user_id, status, coalesce(reason, '-'), coalesce(variant, '-'), decided_at FROM \(s).notifications
+                """).rows {
+                let decided = Timestamp(rfc3339: r[6]!.replacingOccurrences(of: " ", with: "T").replacingOccurrences(of: "+00", with: "Z"))
+                live[r[0]!] = "\(r[1]!) \(r[2]!) \(r[3]!) \(r[4]!) \(r[5]!) \(decided?.rfc3339 ?? r[6]!)"
+            }
+            return live
+        }
+        // Until every row has its final status (deferred ones wake as the shaper's clock passes them).
         let done = try pipeline.await(timeout: 240) {
-            let n = Int(try conn.execute("SELECT count(*) FROM \(s).notifications")[0, 0]!)!
             let c = Int(try conn.execute("SELECT count(*) FROM \(s).conversions")[0, 0]!)!
-            return n >= expected.count && c >= expectedConversions.count
+            return try liveRows() == expected && c >= expectedConversions.count
         }
         #expect(done, "live pipeline did not catch up:\n\(pipeline.logs)")
-        var live: [String: String] = [:]
-        for r in try conn.execute("""
-            SELECT id, rule_id, user_id, status, coalesce(reason, '-'), decided_at FROM \(s).notifications
-            """).rows {
-            let decided = Timestamp(rfc3339: r[5]!.replacingOccurrences(of: " ", with: "T").replacingOccurrences(of: "+00", with: "Z"))
-            live[r[0]!] = "\(r[1]!) \(r[2]!) \(r[3]!) \(r[4]!) \(decided?.rfc3339 ?? r[5]!)"
-        }
+        let live = try liveRows()
         #expect(live.count == expected.count)
         let missing = expected.filter { live[$0.key] != $0.value }
         let extra = live.filter { expected[$0.key] == nil }

@@ -44,20 +44,31 @@ public struct Replay: Sendable {
 
     /// Advances the clock to the event's time (firing what is due), then applies the event.
     public mutating func process(_ event: Event) -> [Record] {
+        // A preference counts for candidates decided at or after its time, including the
+        // timers due right now (the shaper orders changes by event time).
+        shaper.apply(preference: event)
         var outputs: [TriggerOutput] = []
         let now = max(trigger.clock ?? event.occurredAt, event.occurredAt)
         trigger.advance(to: now, into: &outputs)
+        var records = shape(outputs)
+        outputs.removeAll()
         trigger.process(event, into: &outputs)
-        return shape(outputs)
+        records += shape(outputs)
+        records += shaper.advance(to: now).map(Record.outcome)
+        return records
     }
 
     /// After the last event: from timer to timer until none is left, or up to `until`.
     public mutating func finish(until: Timestamp? = nil) -> [Record] {
         var records: [Record] = []
-        while let due = trigger.nextDue, until.map({ due <= $0 }) ?? true {
+        while let due = [trigger.nextDue, shaper.nextDue].compactMap({ $0 }).min(), until.map({ due <= $0 }) ?? true {
             records += shape(trigger.advance(to: due))
+            records += shaper.advance(to: due).map(Record.outcome)
         }
-        if let until { records += shape(trigger.advance(to: until)) }
+        if let until {
+            records += shape(trigger.advance(to: until))
+            records += shaper.advance(to: until).map(Record.outcome)
+        }
         return records
     }
 
@@ -66,7 +77,9 @@ public struct Replay: Sendable {
         for output in outputs {
             switch output {
             case .candidate(let c): records += shaper.process(c).map(Record.outcome)
-            case .conversion(let c): records.append(.conversion(c))
+            case .conversion(var c):
+                c.variant = c.variant ?? shaper.variant(ruleID: c.ruleID, shopID: c.shopID, userID: c.userID)
+                records.append(.conversion(c))
             }
         }
         return records

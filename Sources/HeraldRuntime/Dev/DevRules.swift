@@ -1,5 +1,5 @@
 /// The rules `herald dev` runs: immediate, delayed, cancelled and counting scenarios of a
-/// card-delivery shop (no shaping policies yet).
+/// card-delivery shop (without shaping policies; `deploy/rules/herald.yaml` has them).
 public enum DevRules {
     public static let yaml = """
     version: 1

@@ -10,6 +10,7 @@ public enum HeraldMetrics {
         r.declare(rulesFired, .counter, help: "Candidates emitted by the trigger, by rule.", labels: ["rule"])
         r.declare(candidates, .counter, help: "Candidates emitted by the trigger.")
         r.declare(outcomes, .counter, help: "Outcomes decided by the shaper, by status and reason.", labels: ["status", "reason"])
+        r.declare(replayedCandidates, .counter, help: "Candidates the shaper dropped because their id was seen before (SPEC §6 step 1).")
         r.declare(deadLetters, .counter, help: "Inputs dead-lettered by this worker, by reason.", labels: ["reason"])
         r.declare(rowsWritten, .counter, help: "Records the sink committed to PostgreSQL, by table (a replayed id counts again).",
                   labels: ["table"])
@@ -32,6 +33,7 @@ public enum HeraldMetrics {
     public static let rulesFired = "herald_rules_fired_total"
     public static let candidates = "herald_candidates_total"
     public static let outcomes = "herald_outcomes_total"
+    public static let replayedCandidates = "herald_replayed_candidates_total"
     public static let deadLetters = "herald_dead_letters_total"
     public static let rowsWritten = "herald_rows_written_total"
     public static let consumerLag = "herald_consumer_lag"
@@ -61,6 +63,10 @@ public enum HeraldMetrics {
 
     static func decided(_ outcome: Outcome) {
         registry.increment(outcomes, [outcome.status.rawValue, outcome.reason ?? ""])
+    }
+
+    static func replayedDropped(_ n: Int) {
+        if n > 0 { registry.increment(replayedCandidates, by: Double(n)) }
     }
 
     static func deadLettered(_ reason: String) {

@@ -60,19 +60,20 @@ struct SinkWriter {
 
     /// Returns the number of notification rows inserted or changed.
     @discardableResult
-    mutating func write(outcomes: [Outcome], conversions: [Conversion] = [], deadLetters: [DeadLetter],
-                        on conn: PostgresConnection) throws -> Int {
+    mutating func write(outcomes: [Outcome], conversions: [Conversion] = [], engagements: [Engagement] = [],
+                        deadLetters: [DeadLetter], on conn: PostgresConnection) throws -> Int {
         do {
             try ensurePartitions(for: outcomes, on: conn)
-            return try writeBatch(outcomes: outcomes, conversions: conversions, deadLetters: deadLetters, on: conn)
+            return try writeBatch(outcomes: outcomes, conversions: conversions, engagements: engagements,
+                                  deadLetters: deadLetters, on: conn)
         } catch {
             forgetPartitions()
             throw error
         }
     }
 
-    private func writeBatch(outcomes: [Outcome], conversions: [Conversion], deadLetters: [DeadLetter],
-                            on conn: PostgresConnection) throws -> Int {
+    private func writeBatch(outcomes: [Outcome], conversions: [Conversion], engagements: [Engagement],
+                            deadLetters: [DeadLetter], on conn: PostgresConnection) throws -> Int {
         let s = SQLIdentifier.quoted(schema)
         return try conn.transaction {
             var changed = 0
@@ -138,6 +139,18 @@ struct SinkWriter {
                         SELECT event_time, variant FROM \(s).notifications WHERE id = $1 LIMIT 1) n ON true
                     ON CONFLICT (notification_id) DO NOTHING
                     """, [c.notificationID, c.shopID, c.userID, c.ruleID, c.variant, c.goalEventID, c.convertedAt.rfc3339])
+            }
+            // Engagements take the notification's cohort time, shop, rule and variant from its
+            // row; an open of a notification Herald never wrote has nothing to count against.
+            for e in engagements {
+                try conn.execute("""
+                    INSERT INTO \(s).engagements
+                        (notification_id, notification_time, shop_id, rule_id, variant, kind, event_id, occurred_at)
+                    SELECT n.id, n.event_time, n.shop_id, n.rule_id, n.variant, $2, $3, $4
+                    FROM \(s).notifications n WHERE n.id = $1
+                    ORDER BY n.event_time LIMIT 1
+                    ON CONFLICT (notification_id, kind, event_id) DO NOTHING
+                    """, [e.notificationID, e.kind.rawValue, e.eventID, e.occurredAt.rfc3339])
             }
             for d in deadLetters {
                 try conn.execute("""

@@ -106,7 +106,7 @@ final class SinkBatchWriter: @unchecked Sendable {
         let giveUp = Date().addingTimeInterval(30)
         while true {
             do {
-                try writer.write(outcomes: batch.outcomes, conversions: batch.conversions, deadLetters: batch.letters,
+                try writer.write(outcomes: batch.outcomes, conversions: batch.conversions, engagements: batch.engagements, deadLetters: batch.letters,
                                  on: conn)
                 logger.debug("batch written", metadata: [
                     "outcomes": "\(batch.outcomes.count)", "conversions": "\(batch.conversions.count)",

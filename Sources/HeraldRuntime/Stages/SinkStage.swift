@@ -156,18 +156,22 @@ public enum SinkStage {
 struct SinkBatch: Sendable {
     var outcomes: [Outcome] = []
     var conversions: [Conversion] = []
+    var engagements: [Engagement] = []
     var letters: [DeadLetter] = []
     var offsets: [TopicPartition: Int64] = [:]
     var count = 0
 
-    var rows: Int { outcomes.count + conversions.count + letters.count }
+    var rows: Int { outcomes.count + conversions.count + engagements.count + letters.count }
 
     mutating func add(_ m: KafkaMessage, topics: TopicNames) {
         count += 1
         offsets[TopicPartition(m.topic, m.partition)] = m.offset + 1
         do throws(MessageDecodingError) {
-            if m.topic == topics.outcomes, Conversion.kind(of: m.value) == "conversion" {
+            let kind = m.topic == topics.outcomes ? Conversion.kind(of: m.value) : nil
+            if kind == "conversion" {
                 conversions.append(try Conversion(json: m.value))
+            } else if kind == "engagement" {
+                engagements.append(try Engagement(json: m.value))
             } else if m.topic == topics.outcomes {
                 outcomes.append(try Outcome(json: m.value))
             } else {

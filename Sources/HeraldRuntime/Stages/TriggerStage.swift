@@ -107,55 +107,6 @@ final class TriggerHandler: StageHandler {
     }
 }
 
-/// herald-shaper: herald.candidates → shaping → herald.outcomes.
-public enum ShaperStage {
-    public static let name = "herald-shaper"
-
-    public static func run(config: WorkerConfig, rules: RuleSet, logger: Logger, stop: StopSignal) throws {
-        let unsupported = Shaper.unsupportedFeatures(rules)
-        guard unsupported.isEmpty else {
-            throw WorkerError.configuration(
-                "the rules file uses shaping this version does not apply yet: \(unsupported.joined(separator: ", ")); remove them rather than have them ignored")
-        }
-        let topics = config.topics
-        _ = try TopicCheck.waitForTopics([topics.candidates], coPartitioned: false, config: config, logger: logger, stop: stop)
-        try StreamStage(config: config, inputs: [topics.candidates], logger: logger,
-                        handler: ShaperHandler(rules: rules, topics: topics)).run(stop: stop)
-    }
-}
-
-final class ShaperHandler: StageHandler {
-    let topics: TopicNames
-    private var shaper: Shaper
-
-    init(rules: RuleSet, topics: TopicNames) {
-        self.topics = topics
-        self.shaper = Shaper(rules: rules)
-    }
-
-    func handle(_ message: KafkaMessage, progress: PartitionPositions, into out: inout [OutputRecord]) {
-        do throws(MessageDecodingError) {
-            if Conversion.kind(of: message.value) == "conversion" {
-                // Conversions pass through to the sink (variants are assigned here once experiments land).
-                let conversion = try Conversion(json: message.value)
-                out.append(OutputRecord(topic: topics.outcomes, key: message.key, value: conversion.json))
-                return
-            }
-            let candidate = try Candidate(json: message.value)
-            for outcome in shaper.process(candidate) {
-                HeraldMetrics.decided(outcome)
-                out.append(OutputRecord(topic: topics.outcomes, key: Array(outcome.userID.utf8), value: outcome.json))
-            }
-        } catch {
-            let letter = DeadLetter(stage: ShaperStage.name, reason: "invalid_candidate", detail: error.message, message: message)
-            out.append(OutputRecord(topic: topics.deadletter, key: message.key, value: letter.json))
-        }
-    }
-
-    func tick(progress: PartitionPositions, into out: inout [OutputRecord]) {}
-    func revoked(_ partitions: [TopicPartition]) {}
-}
-
 extension Timestamp {
     /// The wall clock.
     public static var now: Timestamp {

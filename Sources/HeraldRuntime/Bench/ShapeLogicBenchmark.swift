@@ -1,0 +1,99 @@
+import Foundation
+import HeraldCore
+
+/// The shaper's logic alone, without Kafka: the seven steps of SPEC §6 with the SPEC §3
+/// policies (quiet hours, caps, dedupe, a merge rule, an experiment) on one core.
+public struct ShapeLogicBenchmark {
+    public struct Result: Sendable {
+        public var candidates: Int
+        public var users: Int
+        public var outcomes: Int
+        public var shapeCPS: Double
+        public var byStatus: [String: Int]
+    }
+
+    public let rules: RuleSet
+    public let candidates: Int
+    public let users: Int
+
+    public init(rules: RuleSet, candidates: Int, users: Int) {
+        self.rules = rules
+        self.candidates = candidates
+        self.users = users
+    }
+
+    /// Candidates of the SPEC §3 rules for `users` users over the last day, time-ordered
+    /// (≈ 86 ms apart for a million, so quiet hours, caps and windows all come into play).
+    func generate() -> [Candidate] {
+        let mix: [(String, String, Priority, [String], Int)] = [
+            ("cart-abandoned", "cart_reminder", .normal, ["in_app", "sms"], 30),
+            ("payment-failed", "refund_notice", .high, ["in_app"], 10),
+            ("code-not-delivered", "delivery_apology", .high, ["in_app"], 8),
+            ("login-risk", "security_alert", .urgent, ["in_app"], 6),
+            ("first-purchase-guide", "usage_guide", .normal, ["in_app"], 10),
+            ("win-back", "win_back", .low, ["in_app"], 6),
+            ("logistics", "logistics_update", .normal, ["in_app"], 20),
+            ("not-received", "ticket_ack", .high, ["in_app"], 2),
+            ("margin-call", "margin_call", .urgent, ["in_app"], 8),
+        ]
+        let total = mix.reduce(0) { $0 + $1.4 }
+        var rng = SplitMix64(seed: 3)
+        let start = Timestamp.now - .days(1)
+        let step = TimeSpan.days(1).microseconds / Int64(max(candidates, 1))
+        var out: [Candidate] = []
+        out.reserveCapacity(candidates)
+        for i in 0..<candidates {
+            var pick = Int(rng.next() % UInt64(total))
+            var m = mix[0]
+            for x in mix {
+                if pick < x.4 { m = x; break }
+                pick -= x.4
+            }
+            let u = Int(rng.next() % UInt64(users))
+            let t = start + TimeSpan(microseconds: Int64(i) * step)
+            let shop = u % 7 == 0 ? "s42" : "s\(u % 3)"
+            let event = JSONObject([
+                ("type", .string("x")), ("order_id", .string("o\(i)")), ("sku", .string("sku-\(u % 50)")),
+                ("status", .string(["shipped", "out_for_delivery", "delivered"][i % 3])),
+                ("text", .string("充值未到账")),
+            ])
+            var user = JSONObject()
+            if u % 2 == 0 { user["nickname"] = .string("u\(u)") }
+            if u % 5 == 0 { user["timezone"] = .string("Europe/London") }
+            out.append(Candidate(id: "c\(i)", ruleID: m.0, shopID: shop, userID: "u\(u)", priority: m.2, channels: m.3,
+                                 template: m.1, escalate: m.0 == "not-received", tags: [], triggerEventIDs: ["e\(i)"],
+                                 eventTime: t, firedAt: t, rulesVersion: rules.version, event: event, user: user))
+        }
+        return out
+    }
+
+    public func run() -> Result {
+        let input = generate()
+        var shaper = Shaper(rules: rules)
+        // As the worker does: each candidate's outcomes go out and the buffer is reused.
+        var out: [Outcome] = []
+        var counts = [Int](repeating: 0, count: OutcomeStatus.allCases.count)
+        var reasons: [String: Int] = [:]
+        func tally() {
+            for o in out {
+                counts[OutcomeStatus.allCases.firstIndex(of: o.status)!] += 1
+                if let r = o.reason { reasons[r, default: 0] += 1 }
+            }
+            out.removeAll(keepingCapacity: true)
+        }
+        let start = ContinuousClock.now
+        for c in input {
+            shaper.process(c, into: &out)
+            tally()
+        }
+        shaper.advance(to: input.last.map { $0.firedAt + .days(1) } ?? .now, into: &out)
+        tally()
+        let d = ContinuousClock.now - start
+        let seconds = Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+        var byStatus: [String: Int] = [:]
+        for (i, status) in OutcomeStatus.allCases.enumerated() where counts[i] > 0 { byStatus[status.rawValue] = counts[i] }
+        for (r, n) in reasons { byStatus["reason " + r] = n }
+        return Result(candidates: input.count, users: users, outcomes: counts.reduce(0, +),
+                      shapeCPS: Double(input.count) / seconds, byStatus: byStatus)
+    }
+}

@@ -1,0 +1,143 @@
+import HeraldCore
+import HeraldKafka
+import Logging
+
+/// herald-shaper: herald.candidates + behavior → shaping → herald.outcomes.
+public enum ShaperStage {
+    public static let name = "herald-shaper"
+
+    public static func run(config: WorkerConfig, rules: RuleSet, logger: Logger, stop: StopSignal) throws {
+        let topics = config.topics
+        // Preferences and engagement arrive on `behavior`; partition N of it holds the same
+        // users as partition N of the candidates (both keyed by user_id).
+        _ = try TopicCheck.waitForTopics([topics.candidates, topics.behavior], coPartitioned: true,
+                                         config: config, logger: logger, stop: stop)
+        try StreamStage(config: config, inputs: [topics.candidates, topics.behavior], logger: logger,
+                        handler: ShaperHandler(rules: rules, topics: topics, grace: config.grace, logger: logger)).run(stop: stop)
+    }
+}
+
+/// One `Shaper` per partition number, advanced to the partition's watermark over
+/// `herald.candidates` (by `fired_at`) and `behavior` (by `occurred_at`), like
+/// `TriggerHandler`. Candidates wait until the watermark reaches their `fired_at`, so a
+/// preference change on a lagging `behavior` partition still applies in event-time order;
+/// merge windows close and deferred messages wake by the same watermark.
+final class ShaperHandler: StageHandler {
+    let rules: RuleSet
+    let topics: TopicNames
+    let grace: TimeSpan
+    let logger: Logger
+    private var partitions: [Int32: ShaperPartition] = [:]
+    private var progress: [TopicPartition: InputProgress] = [:]
+
+    struct ShaperPartition {
+        var shaper: Shaper
+        /// Candidates ahead of the watermark, in `fired_at` order (stable for ties).
+        var waiting: [Candidate] = []
+    }
+
+    init(rules: RuleSet, topics: TopicNames, grace: TimeSpan, logger: Logger) {
+        self.rules = rules
+        self.topics = topics
+        self.grace = grace
+        self.logger = logger
+    }
+
+    func handle(_ message: KafkaMessage, progress positions: PartitionPositions, into out: inout [OutputRecord]) {
+        handle(message, caughtUp: positions.isCaughtUp, wallClock: .now, into: &out)
+    }
+
+    func handle(_ message: KafkaMessage, caughtUp: (TopicPartition) -> Bool, wallClock: Timestamp,
+                into out: inout [OutputRecord]) {
+        let tp = TopicPartition(message.topic, message.partition)
+        defer { progress[tp, default: InputProgress()].caughtUp = caughtUp(tp) }
+        if message.topic == topics.behavior {
+            // Invalid events are the trigger's to dead-letter; here they only count as read.
+            guard case .success(let event) = EventDecoder.decode(message.value, topic: .behavior) else { return }
+            advanceProgress(tp, to: event.occurredAt)
+            var p = partition(message.partition)
+            p.shaper.apply(preference: event)
+            partitions[message.partition] = p
+            if let engagement = Engagement(event: event) {
+                out.append(OutputRecord(topic: topics.outcomes, key: message.key, value: engagement.json))
+            }
+            release(message.partition, wallClock: wallClock, into: &out)
+            return
+        }
+        do throws(MessageDecodingError) {
+            if Conversion.kind(of: message.value) == "conversion" {
+                var conversion = try Conversion(json: message.value)
+                let p = partition(message.partition)
+                conversion.variant = conversion.variant
+                    ?? p.shaper.variant(ruleID: conversion.ruleID, shopID: conversion.shopID, userID: conversion.userID)
+                out.append(OutputRecord(topic: topics.outcomes, key: message.key, value: conversion.json))
+                return
+            }
+            let candidate = try Candidate(json: message.value)
+            advanceProgress(tp, to: candidate.firedAt)
+            var p = partition(message.partition)
+            var i = p.waiting.count
+            while i > 0, p.waiting[i - 1].firedAt > candidate.firedAt { i -= 1 }
+            p.waiting.insert(candidate, at: i)
+            partitions[message.partition] = p
+            release(message.partition, wallClock: wallClock, into: &out)
+        } catch {
+            HeraldMetrics.deadLettered("invalid_candidate")
+            let letter = DeadLetter(stage: ShaperStage.name, reason: "invalid_candidate", detail: error.message, message: message)
+            out.append(OutputRecord(topic: topics.deadletter, key: message.key, value: letter.json))
+        }
+    }
+
+    func tick(progress positions: PartitionPositions, into out: inout [OutputRecord]) {
+        tick(assignment: positions.assignment, caughtUp: positions.isCaughtUp, wallClock: .now, into: &out)
+    }
+
+    func tick(assignment: [TopicPartition], caughtUp: (TopicPartition) -> Bool, wallClock: Timestamp,
+              into out: inout [OutputRecord]) {
+        for tp in assignment {
+            progress[tp, default: InputProgress()].caughtUp = caughtUp(tp)
+        }
+        for partition in partitions.keys.sorted() { release(partition, wallClock: wallClock, into: &out) }
+    }
+
+    func revoked(_ partitions: [TopicPartition]) {
+        // Without checkpoints (issue 5) a revoked partition's state goes with it.
+        for tp in partitions {
+            progress[tp] = nil
+            self.partitions[tp.partition] = nil
+        }
+    }
+
+    private func partition(_ n: Int32) -> ShaperPartition {
+        partitions[n] ?? ShaperPartition(shaper: Shaper(rules: rules))
+    }
+
+    /// Until this message is applied its partition is not caught up: its progress is this
+    /// message's time, whatever the wall clock says.
+    private func advanceProgress(_ tp: TopicPartition, to time: Timestamp) {
+        var p = progress[tp, default: InputProgress()]
+        p.newestEventTime = max(p.newestEventTime ?? time, time)
+        p.caughtUp = false
+        progress[tp] = p
+    }
+
+    /// Shapes the candidates the watermark has reached, then fires the shaper's timers.
+    private func release(_ n: Int32, wallClock: Timestamp, into out: inout [OutputRecord]) {
+        guard let watermark = Watermark.of(
+            [topics.candidates, topics.behavior].map { progress[TopicPartition($0, n)] ?? InputProgress() },
+            wallClock: wallClock, grace: grace),
+            var p = partitions.removeValue(forKey: n) else { return }
+        var outcomes: [Outcome] = []
+        let ready = p.waiting.prefix { $0.firedAt <= watermark }.count
+        let dropped = p.shaper.replayedDropped
+        for c in p.waiting.prefix(ready) { p.shaper.process(c, into: &outcomes) }
+        p.waiting.removeFirst(ready)
+        p.shaper.advance(to: watermark, into: &outcomes)
+        HeraldMetrics.replayedDropped(p.shaper.replayedDropped - dropped)
+        partitions[n] = p
+        for outcome in outcomes {
+            HeraldMetrics.decided(outcome)
+            out.append(OutputRecord(topic: topics.outcomes, key: Array(outcome.userID.utf8), value: outcome.json))
+        }
+    }
+}
