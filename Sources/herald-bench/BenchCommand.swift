@@ -8,7 +8,7 @@ import Logging
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "herald-bench", abstract: "Herald benchmarks, each against a ceiling measured in the same run.",
-        subcommands: [SinkBench.self, TriggerLogicBench.self])
+        subcommands: [SinkBench.self, TriggerLogicBench.self, TriggerBench.self])
 }
 
 /// Where every subcommand records its numbers.
@@ -90,6 +90,40 @@ struct TriggerLogicBench: ParsableCommand {
             "trigger_logic_eps": r.triggerEPS.rounded(), "parse_eps": r.parseEPS.rounded(),
             "parse_trigger_eps": r.parseAndTriggerEPS.rounded(), "trigger_candidate_share": (r.candidateShare * 1000).rounded() / 1000,
             "state_bytes_per_user": r.stateBytesPerUser.rounded(), "trigger_logic_users": r.users,
+        ])
+    }
+}
+
+struct TriggerBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "trigger",
+        abstract: "The consume ceiling (a minimal consumer-group loop) and one herald-trigger process draining the same events.")
+
+    @Option(help: "Events in each measurement.")
+    var events = 1_000_000
+
+    @Option(help: "Distinct users.")
+    var users = 100_000
+
+    @Option(help: "Rules file.")
+    var rules = "deploy/rules/herald.yaml"
+
+    @Option(help: "Log level.")
+    var logLevel = "warning"
+
+    @OptionGroup var output: ReportOptions
+
+    func run() throws {
+        HeraldLogging.bootstrap(level: logLevel)
+        let r = try TriggerThroughputBenchmark(events: events, users: users, rulesPath: rules,
+                                               logger: Logger(label: "herald-bench")).run()
+        print(String(format: "consume ceiling: %.0f events/s (%.2f s, %d partitions per topic)", r.consumeCeilingEPS, r.consumeSeconds, r.partitions))
+        print(String(format: "herald-trigger:  %.0f events/s (%.2f s)", r.triggerEPS, r.triggerSeconds))
+        print(String(format: "trigger_ratio:   %.3f (target ≥ 0.5)", r.triggerRatio))
+        try output.record([
+            "consume_ceiling_eps": r.consumeCeilingEPS.rounded(), "trigger_eps": r.triggerEPS.rounded(),
+            "trigger_ratio": (r.triggerRatio * 1000).rounded() / 1000, "trigger_events": r.events,
+            "trigger_partitions": r.partitions,
         ])
     }
 }

@@ -55,8 +55,9 @@ struct DevCommand: ParsableCommand {
         // The simulated shop; the expected outcome count comes from the same rule engine
         // the trigger runs.
         guard case .success(let rules) = RulesLoader.load(yaml: DevRules.yaml) else { throw ExitCode(1) }
-        var engine = TriggerEngine(rules: rules)
-        var traffic = ShopTraffic(users: users)
+        var replay = Replay(rules: rules)
+        // Six hours of a shop's past: delayed rules fall due while the pipeline runs.
+        var traffic = ShopTraffic(users: users, start: .now - .hours(6))
         let producer = try pipeline.producer()
         let topics = TopicNames()
         var expected = 0
@@ -70,11 +71,13 @@ struct DevCommand: ParsableCommand {
             }
             let m = traffic.next()
             if case .success(let event) = EventDecoder.decode(m.value, topic: m.topic) {
-                expected += engine.process(event).compactMap(\.candidate).count
+                expected += replay.process(event).filter(\.isOutcome).count
             }
             try producer.send(topic: m.topic == .orders ? topics.orders : topics.behavior, key: m.key, value: m.value)
         }
         try producer.flush(timeout: .seconds(30))
+        // Timers due by now (less the workers' grace period) fire too.
+        expected += replay.finish(until: .now - .seconds(10)).filter(\.isOutcome).count
         say("sent \(events) events (\(malformed) of them malformed) for \(users) customers; expecting \(expected) notifications")
 
         let conn = try pipeline.connect()

@@ -82,6 +82,7 @@ import Testing
             "16:5: unknown key 'colour' in a rule (expected id, on, where, shops, wait, at, cancel_on, threshold, idle, repeat, goal, notify, dedupe, merge)",
             "14:5: a rule needs an id",
             "15:11: wait must be a duration such as 90s, 5m, 1h30m or 3d",
+            "13:25: rule 'a' uses unknown template 'missing'",
         ])
     }
 
@@ -199,6 +200,7 @@ import Testing
             "8:13: repeat needs every and times",
             "9:38: goal.within must be a duration such as 90s, 5m, 1h30m or 3d",
             "10:53: template dedupe.key: unknown filter 'nope' (known: default, mask, upper, lower, truncate, date, count, map, join)",
+            "11:37: rule 'a' uses unknown template 'digest'",
         ])
         #expect(diagnostics("""
         rules:

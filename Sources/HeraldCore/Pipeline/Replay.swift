@@ -12,6 +12,11 @@ public struct Replay: Sendable {
             case .conversion(let c): return c.json
             }
         }
+
+        public var isOutcome: Bool {
+            if case .outcome = self { return true }
+            return false
+        }
     }
 
     public var trigger: TriggerEngine

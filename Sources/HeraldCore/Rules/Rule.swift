@@ -69,12 +69,6 @@ public struct Rule: Sendable, Equatable {
         self.dedupe = dedupe
         self.merge = merge
     }
-
-    /// Whether `event` is one this rule is `on` (shop filter included; `where` not).
-    public func listens(to event: Event) -> Bool {
-        if let shops, !shops.contains(event.shopID) { return false }
-        return on.contains { $0.matches(event) }
-    }
 }
 
 /// `policies:` — applied by herald-shaper (SPEC §6).

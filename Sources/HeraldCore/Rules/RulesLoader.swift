@@ -70,7 +70,9 @@ private struct Context {
     var policies: Policies?
     var templates: [String: MessageTemplate] = [:]
     var templateMarks: [String: (String, Mark?)] = [:]
-    var rules: [(rule: Rule, file: String, refs: [(String, Mark?)])] = []
+    var rules: [(rule: Rule, file: String)] = []
+    /// (rule id, template name, where, file) for every template a rule names.
+    var templateRefs: [(String, String, Mark?, String)] = []
     var experiments: [(Experiment, String, Mark?)] = []
     var ruleIDs: [String: String] = [:]
     var file = ""
@@ -559,9 +561,11 @@ private struct Context {
             if let template { refs.append((template, mf["template"]!.value.mark)) }
             if let window, let template { merge = Rule.Merge(window: window, template: template) }
         }
+        // Template references are checked even when the rule has other errors.
+        templateRefs += refs.map { (id, $0.0, $0.1, file) }
         guard ok, let notify else { return }
         rules.append((Rule(id: id, on: on, shops: shops, condition: condition, timing: timing, cancel: cancel,
-                           repeatEvery: repeatEvery, goal: goal, notify: notify, dedupe: dedupe, merge: merge), file, refs))
+                           repeatEvery: repeatEvery, goal: goal, notify: notify, dedupe: dedupe, merge: merge), file))
     }
 
     mutating func readNotify(_ node: Node, _ refs: inout [(String, Mark?)]) -> Notify? {
@@ -594,11 +598,11 @@ private struct Context {
     /// Checks that need every file read: template references, experiments, default channels.
     mutating func crossCheck() {
         let channels = (defaults ?? Defaults()).channels
-        for i in rules.indices {
-            for (name, mark) in rules[i].refs where templates[name] == nil && templateMarks[name] == nil {
-                error(mark, "rule '\(rules[i].rule.id)' uses unknown template '\(name)'", in: rules[i].file)
-            }
-            if rules[i].rule.notify.channels.isEmpty { rules[i].rule.notify.channels = channels }
+        for (rule, name, mark, refFile) in templateRefs where templates[name] == nil && templateMarks[name] == nil {
+            error(mark, "rule '\(rule)' uses unknown template '\(name)'", in: refFile)
+        }
+        for i in rules.indices where rules[i].rule.notify.channels.isEmpty {
+            rules[i].rule.notify.channels = channels
         }
         var seen = Set<String>()
         for (experiment, expFile, mark) in experiments {

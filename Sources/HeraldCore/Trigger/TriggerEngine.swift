@@ -237,7 +237,10 @@ struct RuleLogic {
         // Goals reached.
         if !user.goals.isEmpty {
             user.goals.removeAll { g in
-                if g.until < t { return true }
+                // Expired once the clock (not this event: it may come from the faster
+                // input) has passed the window.
+                if g.until < (clock ?? t) { return true }
+                if g.until < t { return false }
                 guard g.from < t, ep.goalOf.contains(g.rule) else { return false }
                 out.append(.conversion(Conversion(
                     notificationID: g.notificationID, ruleID: rules.rules[g.rule].id, shopID: key.shop,

@@ -35,12 +35,15 @@ public struct TriggerLogicBenchmark {
         (.behavior, "support_message", 1), (.orders, "shipped", 1), (.behavior, "profile_updated", 1),
     ]
 
-    func generate() -> [(LogicalTopic, [UInt8])] {
+    func generate() -> [(LogicalTopic, [UInt8])] { Self.generate(events: events, users: users) }
+
+    /// `events` events of a card-delivery shop over the last `events` × 100 µs, time-ordered.
+    public static func generate(events: Int, users: Int) -> [(LogicalTopic, [UInt8])] {
         var rng = SplitMix64(seed: 1)
         let total = Self.mix.reduce(0) { $0 + $1.2 }
         var out: [(LogicalTopic, [UInt8])] = []
         out.reserveCapacity(events)
-        var t = Timestamp.now - .days(2)
+        var t = Timestamp.now - TimeSpan(microseconds: Int64(events) * 100)
         var lastOrder = [Int: String]()
         for i in 0..<events {
             var pick = Int(rng.next() % UInt64(total))

@@ -1,4 +1,5 @@
-/// The rules `herald dev` runs: the immediate scenarios of a card-delivery shop.
+/// The rules `herald dev` runs: immediate, delayed, cancelled and counting scenarios of a
+/// card-delivery shop (no shaping policies yet).
 public enum DevRules {
     public static let yaml = """
     version: 1
@@ -18,6 +19,12 @@ public enum DevRules {
         body: "A sign-in to your account failed from {{ event.ip }}. Was it you?"
       thanks:
         body: "Hi {{ user.nickname | default: 'there' }}, thanks for order {{ event.order_id | upper }}."
+      cart_reminder:
+        body: "Hi {{ user.nickname | default: 'there' }}, {{ event.sku }} is still in your cart."
+      delivery_apology:
+        body: "Sorry, the code for order {{ event.order_id }} is late. We are on it."
+      account_locked:
+        body: "Three sign-ins failed within 10 minutes; we locked your account for your safety."
 
     rules:
       - id: payment-failed
@@ -40,5 +47,24 @@ public enum DevRules {
         on: orders.order_paid
         shops: [s1, s42]
         notify: { template: thanks, priority: low }
+
+      - id: cart-abandoned
+        on: behavior.cart_add
+        where: "event.amount > 0"
+        wait: 1h
+        cancel_on: [orders.order_created, behavior.checkout_start]
+        goal: { event: orders.order_paid, within: 24h }
+        notify: { template: cart_reminder, channels: [in_app, sms] }
+
+      - id: code-not-delivered
+        on: orders.order_paid
+        wait: 5m
+        cancel_on: { events: [orders.card_delivered], match: [order_id] }
+        notify: { template: delivery_apology, priority: high, escalate: true }
+
+      - id: login-risk
+        on: behavior.login_failed
+        threshold: { count: 3, within: 10m, reset_on: [behavior.login_success] }
+        notify: { template: account_locked, priority: urgent }
     """
 }
