@@ -51,4 +51,31 @@ import Testing
         let decoded = try DeadLetter(json: forged.json)
         #expect(decoded.payload.count == DeadLetter.maxPayloadBytes)
     }
+
+    @Test func maskedFieldsNeverReachAnOutcomeInFull() throws {
+        let rules = try RulesLoader.load(yaml: """
+            version: 1
+            templates:
+              card_code:
+                title: "Your code {{ event.card_code | mask: 2 }}"
+                body: "Your code: {{ event.card_code | mask }}"
+            rules:
+              - id: card
+                on: orders.card_delivered
+                notify: { template: card_code }
+            """).get()
+        var engine = TriggerEngine(rules: rules)
+        var shaper = Shaper(rules: rules)
+        let code = "ABCD-1234-5678-WXYZ"
+        let event = try EventDecoder.decode(Array(#"""
+            {"event_id":"e1","type":"card_delivered","shop_id":"s1","user_id":"u1","occurred_at":"2026-11-25T08:00:00Z","card_code":"\#(code)"}
+            """#.utf8), topic: .orders).get()
+        let outcomes = engine.process(event).compactMap(\.candidate).flatMap { shaper.process($0) }
+        #expect(outcomes.count == 1)
+        #expect(outcomes.first?.body == "Your code: ABCD***********WXYZ")
+        #expect(outcomes.first?.title == "Your code AB***************YZ")
+        // Nor anywhere in the outcome message the sink stores.
+        let json = String(decoding: outcomes.first?.json ?? [], as: UTF8.self)
+        #expect(!json.contains(code), "\(json)")
+    }
 }
