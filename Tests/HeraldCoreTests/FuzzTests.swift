@@ -100,6 +100,59 @@ import Testing
         }
     }
 
+    /// Messages between stages (herald.candidates, herald.outcomes, herald.deadletter): a
+    /// principal that can write those topics must not be able to crash the shaper or the sink.
+    @Test func stageMessages() throws {
+        let rules = try RulesLoader.load(yaml: """
+            version: 1
+            templates:
+              t: { title: "T", body: "Order {{ event.order_id }} {{ event.card_code | mask }}" }
+            rules:
+              - id: r
+                on: orders.payment_failed
+                notify: { template: t, priority: high, tags: [x], escalate: true }
+                goal: { event: orders.order_paid, within: 1h }
+            """).get()
+        var engine = TriggerEngine(rules: rules)
+        var shaper = Shaper(rules: rules)
+        var seeds: [[UInt8]] = []
+        for (i, type) in ["payment_failed", "order_paid"].enumerated() {
+            let event = try EventDecoder.decode(Array(#"""
+                {"event_id":"e\#(i)","type":"\#(type)","shop_id":"s1","user_id":"u1","occurred_at":"2026-11-25T08:0\#(i):00Z","order_id":"o-1","card_code":"ABCD12345678"}
+                """#.utf8), topic: .orders).get()
+            for o in engine.process(event) {
+                switch o {
+                case .candidate(let c):
+                    seeds.append(c.json)
+                    seeds += shaper.process(c).map(\.json)
+                case .conversion(let c):
+                    seeds.append(c.json)
+                }
+            }
+        }
+        seeds.append(DeadLetter(stage: "herald-trigger", reason: "invalid_json", detail: "d", sourceTopic: "orders", sourcePartition: 1,
+                                sourceOffset: 7, payload: Array("{bad".utf8), receivedAt: Timestamp(seconds: 0)).json)
+        #expect(seeds.count >= 4)
+        var mutator = Mutator(seed: Self.seed &+ 5, dictionary: ["\"", "{", "}", "[", "]", ":", ",", "null", "-1", "1e400",
+                                                                "\"kind\"", "\"candidate\"", "\"outcome\"", "\"conversion\"",
+                                                                "\"dead_letter\"", "\"urgent\"", "\"sent\"", "=="].map { Array($0.utf8) })
+        var accepted = 0
+        for i in 0..<Self.iterations {
+            let b = mutator.mutate(seeds, iteration: i)
+            var ok = false
+            if (try? Candidate(json: b)) != nil { ok = true }
+            if (try? Outcome(json: b)) != nil { ok = true }
+            if (try? Conversion(json: b)) != nil { ok = true }
+            if let d = try? DeadLetter(json: b) {
+                ok = true
+                #expect(d.payload.count <= DeadLetter.maxPayloadBytes)
+            }
+            if let c = try? Candidate(json: b) { _ = shaper.process(c) }
+            if ok { accepted += 1 }
+        }
+        #expect(accepted > 0 && accepted < Self.iterations)
+    }
+
     @Test func rulesLoader() {
         let dictionary = ["\n", "  ", "- ", ": ", "{", "}", "[", "]", "&a ", "*a", "!!str ", "!!map ", "'", "\"", "#", "---",
                           "? ", "|", ">", "wait: ", "at: ", "idle: 1d", "threshold: ", "cancel_on: ", "repeat: ",
