@@ -8,7 +8,8 @@ import Testing
 
 /// Issue 9, item 1 (short form for scripts/test): the workers run as processes against an
 /// in-process mock cluster of 3 brokers whose faults the test injects while traffic flows;
-/// the final rows equal those computed by the same core logic without any fault.
+/// the final rows equal those computed by the same core logic without any fault. Last, every
+/// worker is killed with SIGKILL mid-batch and restarted.
 @Suite(.serialized) struct BrokerFaultTests {
     let logger = Logger(label: "faults")
 
@@ -81,12 +82,29 @@ import Testing
             faults.append("broker \(b) down 3 s")
         }
 
+        // 5. Every worker killed with SIGKILL while a batch is in flight, then restarted:
+        //    they resume from the committed offsets and the sink upserts repeated ids.
+        let before = try rows()
+        try send(300)
+        try producer.flush(timeout: .seconds(60))
+        #expect(try pipeline.await(timeout: 120) { try rows() > before }, "\(pipeline.logs)")
+        for w in pipeline.workers { pipeline.kill9(w) }
+        try pipeline.startWorkers()
+        // The replacements have rejoined (partitions assigned, brokers and PostgreSQL answering).
+        for w in pipeline.workers {
+            #expect(try pipeline.await(timeout: 120) {
+                HTTPGet.local(port: pipeline.metricsPorts[w.name]!, path: "/readyz")?.status == 200
+            }, "\(w.name) never ready:\n\(w.log.suffix(3000))")
+        }
+        #expect(try drained(), "kill -9:\n\(pipeline.logs)")
+        faults.append("kill -9 of every worker")
+
         let got = try conn.execute("SELECT id, status FROM \(s).notifications").rows
         #expect(got.count == expected.count && expected.count == i)
         #expect(Set(got.compactMap { $0[0] }) == Set(expected.keys))
         #expect(got.allSatisfy { $0[1] == "sent" })
         #expect(try conn.execute("SELECT count(*) FROM \(s).dead_letters")[0, 0] == "0")
-        #expect(faults.count == 4)
+        #expect(faults.count == 5)
         let codes = pipeline.stop()
         #expect(codes.values.allSatisfy { $0 == 0 }, "\(codes)")
     }

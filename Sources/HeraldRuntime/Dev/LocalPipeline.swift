@@ -109,6 +109,13 @@ public final class LocalPipeline {
         return p
     }
 
+    /// `kill -9` of a worker: no chance to finish its batch or commit. It leaves `workers`,
+    /// so `await` does not take its exit for a failure; start a replacement with `startWorker`.
+    public func kill9(_ worker: ManagedProcess) {
+        worker.kill9()
+        workers.removeAll { $0 === worker }
+    }
+
     public func startWorkers() throws {
         for w in ["herald-trigger", "herald-shaper", "herald-sink"] { try startWorker(w) }
     }
