@@ -81,7 +81,7 @@ struct DevCommand: ParsableCommand {
         say("sent \(events) events (\(malformed) of them malformed) for \(users) customers; expecting \(expected) notifications")
 
         let conn = try pipeline.connect()
-        let s = "\"\(pipeline.schema)\""
+        let s = SQLIdentifier.quoted(pipeline.schema)
         var lastPrint = Date.distantPast
         var written = (0, 0)
         let done = try pipeline.await(timeout: timeout) {

@@ -54,8 +54,14 @@ import Testing
         #expect(try pipeline.await(timeout: 120) { sink.log.contains("batch write failed; retrying") },
                 "the sink never noticed:\n\(sink.log.suffix(3000))")
         #expect(sink.isRunning)
+        // Not ready while PostgreSQL is down (SPEC §8), ready again once it answers.
+        let port = pipeline.metricsPorts[sink.name]!
+        #expect(try pipeline.await(timeout: 30) { HTTPGet.local(port: port, path: "/readyz")?.status == 503 },
+                "\(String(describing: HTTPGet.local(port: port, path: "/readyz")))")
 
         try server.startServer()
+        #expect(try pipeline.await(timeout: 60) { HTTPGet.local(port: port, path: "/readyz")?.status == 200 },
+                "\(String(describing: HTTPGet.local(port: port, path: "/readyz")))")
         conn = try pipeline.connect()
         #expect(try pipeline.await(timeout: 180) { try rows(conn) >= 6000 }, "did not resume:\n\(pipeline.logs)")
 

@@ -52,7 +52,15 @@ public enum EventDecoder {
 
     static let requiredStrings = ["event_id", "type", "shop_id", "user_id"]
 
-    public static func decode(_ bytes: [UInt8], topic: LogicalTopic) -> Result<Event, EventRejection> {
+    /// How far ahead of the worker's wall clock `occurred_at` may be (docs/decisions.md):
+    /// a shop clock off by a time zone is accepted, an event stamped years ahead is not,
+    /// because it would move its partition's event-time clock — and fire every timer of
+    /// every user on it — at once.
+    public static let maxFutureSkew = TimeSpan.days(1)
+
+    /// `notAfter` is the latest acceptable `occurred_at` (the live trigger passes its wall
+    /// clock plus `maxFutureSkew`); nil accepts any time in `Timestamp.acceptedYears`.
+    public static func decode(_ bytes: [UInt8], topic: LogicalTopic, notAfter: Timestamp? = nil) -> Result<Event, EventRejection> {
         if bytes.isEmpty { return .failure(EventRejection("empty", "the message has no bytes")) }
         if bytes.count > maxBytes {
             return .failure(EventRejection("too_large", "\(bytes.count) bytes, the limit is \(maxBytes)"))
@@ -90,6 +98,11 @@ public enum EventDecoder {
             return .failure(EventRejection(
                 "bad_timestamp",
                 "occurred_at \"\(timeText.prefix(64))\" is not an RFC 3339 timestamp in years \(Timestamp.acceptedYears)"))
+        }
+        if let notAfter, occurredAt > notAfter {
+            return .failure(EventRejection(
+                "future_timestamp",
+                "occurred_at \(occurredAt.rfc3339) is more than \(maxFutureSkew) ahead of the worker's clock (accepted up to \(notAfter.rfc3339))"))
         }
         return .success(Event(topic: topic, eventID: strings[0], type: strings[1], shopID: strings[2],
                               userID: strings[3], occurredAt: occurredAt, body: object))

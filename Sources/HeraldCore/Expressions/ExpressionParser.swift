@@ -135,15 +135,27 @@ public struct ExpressionParser {
         position += 1
     }
 
+    func checkChain(_ depth: Int) throws(ExpressionError) {
+        guard depth < Self.maxDepth else {
+            throw ExpressionError(message: "expression nested deeper than \(Self.maxDepth) levels (a chain of operators counts one level per operator)",
+                                  offset: current.offset)
+        }
+    }
+
     mutating func parseOr(depth: Int) throws(ExpressionError) -> (Expression, StaticType) {
         guard depth < Self.maxDepth else {
             throw ExpressionError(message: "expression nested deeper than \(Self.maxDepth) levels", offset: current.offset)
         }
         var (lhs, _) = try parseAnd(depth: depth)
         var type = StaticType.unknown
+        var links = 0
         while isKeyword("or") {
+            // A chain `a or b or c` is a left-deep tree: each link is a level, so a long
+            // chain is bounded like nesting (evaluation and deallocation recurse per level).
+            links += 1
+            try checkChain(depth + links)
             position += 1
-            let (rhs, _) = try parseAnd(depth: depth)
+            let (rhs, _) = try parseAnd(depth: depth + links)
             lhs = .or(lhs, rhs)
             type = .bool
         }
@@ -153,9 +165,12 @@ public struct ExpressionParser {
 
     mutating func parseAnd(depth: Int) throws(ExpressionError) -> (Expression, StaticType) {
         var (lhs, t) = try parseNot(depth: depth)
+        var links = 0
         while isKeyword("and") {
+            links += 1
+            try checkChain(depth + links)
             position += 1
-            let (rhs, _) = try parseNot(depth: depth)
+            let (rhs, _) = try parseNot(depth: depth + links)
             lhs = .and(lhs, rhs)
             t = .bool
         }
@@ -228,10 +243,13 @@ public struct ExpressionParser {
     mutating func parseArithmetic(_ ops: [String: Expression.BinaryOperator], depth: Int) throws(ExpressionError) -> (Expression, StaticType) {
         let additive = ops == Self.additive
         var (lhs, lt) = additive ? try parseArithmetic(Self.multiplicative, depth: depth) : try parseUnary(depth: depth)
+        var links = 0
         while case .symbol(let s) = current.kind, let op = ops[s] {
+            links += 1
+            try checkChain(depth + links)
             let opOffset = current.offset
             position += 1
-            let (rhs, rt) = additive ? try parseArithmetic(Self.multiplicative, depth: depth) : try parseUnary(depth: depth)
+            let (rhs, rt) = additive ? try parseArithmetic(Self.multiplicative, depth: depth + links) : try parseUnary(depth: depth + links)
             lt = try Self.arithmeticType(op, lt, rt, offset: opOffset)
             lhs = .binary(op, lhs, rhs)
         }

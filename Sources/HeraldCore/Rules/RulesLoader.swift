@@ -38,6 +38,9 @@ public enum RulesLoader {
     /// Template roots a message template may read.
     static let templateRoots: Set<String> = ["event", "user", "rule", "notification", "items"]
 
+    /// A rules file larger than this is refused before it is parsed (docs/decisions.md).
+    public static let maxBytes = 4 << 20
+
     static let ruleKeys = ["id", "on", "where", "shops", "wait", "at", "cancel_on", "threshold", "idle", "repeat", "goal", "notify", "dedupe", "merge"]
 
     public static func load(_ sources: [Source]) -> Result<RuleSet, RulesError> {
@@ -85,17 +88,57 @@ private struct Context {
         diagnostics.append(RulesDiagnostic(file: f, line: line, column: column, message: message, sourceLine: sourceLine))
     }
 
+    /// libyaml's own limit (MAX_NESTING_LEVEL), which Yams keeps.
+    static let yamlMaxNesting = 1000
+
+    /// The mark of the first node (in document order) that carries an anchor — an alias
+    /// resolves to the anchored node, anchor included. Iterative, and it never descends
+    /// into an anchored node, so it visits each written node at most once.
+    static func firstAnchored(_ root: Node) -> Mark?? {
+        var stack = [root]
+        while let node = stack.popLast() {
+            switch node {
+            case .scalar(let s):
+                if s.anchor != nil { return .some(s.mark) }
+            case .sequence(let q):
+                if q.anchor != nil { return .some(q.mark) }
+                stack.append(contentsOf: q.reversed())
+            case .mapping(let m):
+                if m.anchor != nil { return .some(m.mark) }
+                for pair in m.reversed() { stack.append(pair.value); stack.append(pair.key) }
+            case .alias(let a):
+                return .some(a.mark)
+            }
+        }
+        return nil
+    }
+
     mutating func read(_ source: RulesLoader.Source) {
         file = source.path
         lines = source.contents.split(separator: "\n", omittingEmptySubsequences: false)
         sourceLines[file] = lines
+        let size = source.contents.utf8.count
+        guard size <= RulesLoader.maxBytes else {
+            error(nil, "the file is \(size) bytes; a rules file may have at most \(RulesLoader.maxBytes)")
+            return
+        }
         let root: Node?
         do {
-            root = try Yams.compose(yaml: source.contents)
+            // The parser holds the anchors while the tree is checked for them (nodes refer to them weakly).
+            let parser = try Parser(yaml: source.contents)
+            root = try parser.singleRoot()
+            if let root, let anchored = withExtendedLifetime(parser, { Self.firstAnchored(root) }) {
+                error(anchored, "YAML anchors and aliases are not supported in rules files (an alias would let a small file expand without bound); write the value out")
+                return
+            }
         } catch let e as YamlError {
             switch e {
             case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _), .composer(_, let problem, let mark, _):
-                error(mark, "invalid YAML: \(problem)")
+                if problem.contains("Maximum nesting level") {
+                    error(mark, "invalid YAML: nested deeper than \(Self.yamlMaxNesting) levels")
+                } else {
+                    error(mark, "invalid YAML: \(problem)")
+                }
             default:
                 error(nil, "invalid YAML: \(e)")
             }

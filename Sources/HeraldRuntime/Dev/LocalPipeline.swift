@@ -34,7 +34,20 @@ public final class LocalPipeline {
 
     /// Starts the broker (creating every topic) and PostgreSQL (HERALD_POSTGRES, or a
     /// throwaway server), and migrates the schema.
-    public func startInfrastructure(timeout: Double = 30) throws {
+    ///
+    /// `bootstrapServers`, when given, is a broker the caller already runs (an in-process
+    /// `MockCluster` whose faults a test injects), with every topic created; no broker
+    /// process is started then.
+    public func startInfrastructure(timeout: Double = 30, bootstrapServers given: String? = nil) throws {
+        if let given {
+            bootstrapServers = given
+        } else {
+            try startBroker(timeout: timeout)
+        }
+        try startPostgres()
+    }
+
+    private func startBroker(timeout: Double) throws {
         let bootstrapFile = (workDirectory as NSString).appendingPathComponent("bootstrap")
         broker = try ManagedProcess(
             name: "broker", executable: Executables.path("herald"),
@@ -50,7 +63,9 @@ public final class LocalPipeline {
             Thread.sleep(forTimeInterval: 0.05)
         }
         guard !bootstrapServers.isEmpty else { throw WorkerError.configuration("broker did not start in \(timeout)s") }
+    }
 
+    private func startPostgres() throws {
         if let throwaway {
             postgres = throwaway.conninfo
         } else if let given = ProcessInfo.processInfo.environment["HERALD_POSTGRES"], !given.isEmpty {
@@ -92,6 +107,13 @@ public final class LocalPipeline {
                                    arguments: arguments, environment: env, logDirectory: workDirectory)
         workers.append(p)
         return p
+    }
+
+    /// `kill -9` of a worker: no chance to finish its batch or commit. It leaves `workers`,
+    /// so `await` does not take its exit for a failure; start a replacement with `startWorker`.
+    public func kill9(_ worker: ManagedProcess) {
+        worker.kill9()
+        workers.removeAll { $0 === worker }
     }
 
     public func startWorkers() throws {

@@ -25,6 +25,9 @@ public enum HeraldMetrics {
                   buckets: latencyBuckets)
         r.declare(endToEndLatency, .histogram, help: "Seconds from an outcome's event time to its row being committed.",
                   buckets: endToEndBuckets)
+        r.declare(retentionLost, .counter,
+                  help: "Input messages deleted by broker retention before this worker processed them, per partition.",
+                  labels: ["topic", "partition"])
         r.declare(sessions, .counter, help: "Consumer sessions started (more than one: Kafka errors forced restarts).")
         return r
     }()
@@ -44,6 +47,7 @@ public enum HeraldMetrics {
     public static let checkpointDuration = "herald_checkpoint_duration_seconds"
     public static let endToEndLatency = "herald_end_to_end_latency_seconds"
     public static let sessions = "herald_consumer_sessions_total"
+    public static let retentionLost = "herald_retention_lost_messages_total"
 
     static let latencyBuckets: [Double] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
     static let endToEndBuckets: [Double] = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 86_400]
@@ -71,6 +75,11 @@ public enum HeraldMetrics {
 
     static func deadLettered(_ reason: String) {
         registry.increment(deadLetters, [reason])
+    }
+
+    static func retentionLost(topic: String, partition: Int32, messages: Int64) {
+        registry.increment(retentionLost, [topic, String(partition)], by: Double(messages))
+        registry.increment(deadLetters, ["retention_lost"])
     }
 
     static func batch(seconds: Double) {

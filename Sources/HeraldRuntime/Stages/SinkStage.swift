@@ -55,18 +55,22 @@ public enum SinkStage {
         var firstSession = true
         while !stop.isSet {
             do {
+                let retentionBox = RetentionBox()
                 let consumer = try KafkaConsumer(
                     config: config.kafka, groupID: config.group, topics: [topics.outcomes, topics.deadletter],
                     logger: logger,
                     onRebalance: { event in
                         logger.info("rebalance", metadata: ["event": "\(event)"])
+                        if case .revoked(let partitions) = event { retentionBox.guard?.forget(partitions) }
                         return [:]
                     })
+                let retention = RetentionGuard(consumer: consumer, stage: SinkStage.name, logger: logger)
+                retentionBox.guard = retention
                 // A consumer that cannot be created on the first try is misconfigured.
                 firstSession = false
                 defer { consumer.close() }
-                try session(consumer: consumer, conn: &conn, writer: &writer, config: config, sink: sink, logger: logger,
-                            stop: stop)
+                try session(consumer: consumer, retention: retention, conn: &conn, writer: &writer, config: config,
+                            sink: sink, logger: logger, stop: stop)
                 backoff = Backoff()
             } catch let error as WorkerError {
                 throw error
@@ -86,7 +90,12 @@ public enum SinkStage {
         }
     }
 
-    private static func session(consumer: KafkaConsumer, conn: inout PostgresConnection, writer: inout SinkWriter,
+    /// Lets the rebalance callback, created before the consumer, reach the consumer's guard.
+    private final class RetentionBox {
+        var `guard`: RetentionGuard?
+    }
+
+    private static func session(consumer: KafkaConsumer, retention: RetentionGuard, conn: inout PostgresConnection, writer: inout SinkWriter,
                                 config: WorkerConfig, sink: SinkConfig, logger: Logger, stop: StopSignal) throws {
         let topics = config.topics
         let clock = ContinuousClock()
@@ -133,7 +142,11 @@ public enum SinkStage {
                     if deadline == nil { try finishInFlight(); continue } else { break }
                 }
                 if deadline == nil { deadline = clock.now + sink.flushInterval }
-                for m in messages { batch.add(m, topics: topics) }
+                for m in messages {
+                    // Rows lost to retention are recorded as a dead letter in the same batch.
+                    if let lost = retention.check(m) { batch.letters.append(lost) }
+                    batch.add(m, topics: topics)
+                }
             }
             try finishInFlight()
             if batch.count == 0 { continue }

@@ -105,6 +105,7 @@ final class StreamStage {
     private final class Pending {
         var offsets: [TopicPartition: Int64] = [:]
         var positions: PartitionPositions?
+        var retention: RetentionGuard?
     }
 
     private func session(producer: KafkaProducer, stop: StopSignal) throws {
@@ -127,6 +128,7 @@ final class StreamStage {
                         // re-processes and downstream drops the repeated ids.
                         for p in partitions { pending.offsets[p] = nil }
                         pending.positions?.forget(partitions)
+                        pending.retention?.forget(partitions)
                         handler.revoked(partitions)
                     }
                     return [:]
@@ -137,6 +139,8 @@ final class StreamStage {
         defer { consumer.close() }
         let positions = PartitionPositions(consumer: consumer)
         pending.positions = positions
+        let retention = RetentionGuard(consumer: consumer, stage: config.stage, logger: logger)
+        pending.retention = retention
         let monitor = PartitionMonitor(consumer: consumer, logger: logger)
         var outputs: [OutputRecord] = []
         // Messages handled since the last commit, and since when: a commit (a broker round
@@ -149,6 +153,9 @@ final class StreamStage {
             if !messages.isEmpty, batchStarted == nil { batchStarted = .now }
             outputs.removeAll(keepingCapacity: true)
             for message in messages {
+                if let lost = retention.check(message) {
+                    outputs.append(OutputRecord(topic: config.topics.deadletter, key: nil, value: lost.json))
+                }
                 positions.consumed(message)
                 handler.handle(message, progress: positions, into: &outputs)
                 pending.offsets[TopicPartition(message.topic, message.partition)] = message.offset + 1

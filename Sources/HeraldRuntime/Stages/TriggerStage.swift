@@ -39,7 +39,7 @@ final class TriggerHandler: StageHandler {
     func handle(_ message: KafkaMessage, progress positions: PartitionPositions, into out: inout [OutputRecord]) {
         guard let logical = topics.logical(message.topic) else { return }
         let tp = TopicPartition(message.topic, message.partition)
-        switch EventDecoder.decode(message.value, topic: logical) {
+        switch EventDecoder.decode(message.value, topic: logical, notAfter: .now + EventDecoder.maxFutureSkew) {
         case .failure(let rejection):
             logger.debug("dead-lettered an event", metadata: [
                 "topic": "\(message.topic)", "partition": "\(message.partition)",
