@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import HeraldCore
 import HeraldRuntime
 import Logging
 
@@ -8,7 +9,7 @@ import Logging
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "herald-bench", abstract: "Herald benchmarks, each against a ceiling measured in the same run.",
-        subcommands: [SinkBench.self, TriggerLogicBench.self, TriggerBench.self, ShapeLogicBench.self])
+        subcommands: [SinkBench.self, TriggerLogicBench.self, TriggerBench.self, ShapeLogicBench.self, SoakCommand.self])
 }
 
 /// Where every subcommand records its numbers.
@@ -151,5 +152,47 @@ struct ShapeLogicBench: ParsableCommand {
         print(String(format: "shape logic: %.0f candidates/s (target ≥ 500,000)", r.shapeCPS))
         for (k, v) in r.byStatus.sorted(by: { $0.key < $1.key }) { print("  \(k): \(v)") }
         try output.record(["shape_logic_cps": r.shapeCPS.rounded(), "shape_logic_candidates": r.candidates])
+    }
+}
+
+struct SoakCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "soak",
+        abstract: "The whole pipeline under steady traffic: memory per worker, lag per stage, and lost notifications (must be 0).")
+
+    @Option(help: "How long to send traffic, e.g. 10m.")
+    var duration = "10m"
+
+    @Option(help: "Events per second.")
+    var rate = 500
+
+    @Option(help: "Distinct users.")
+    var users = 20_000
+
+    @Option(help: "Partitions per topic.")
+    var partitions = 8
+
+    func run() throws {
+        HeraldLogging.bootstrap(level: "warning")
+        guard let span = TimeSpan(parsing: duration), span > .zero else { throw ValidationError("--duration such as 10m") }
+        let r = try withLargeStack {
+            try Soak(duration: span, rate: rate, users: users, partitions: partitions, logger: Logger(label: "herald-soak")).run()
+        }
+        let first = r.samples.first(where: { $0.elapsed >= 30 }) ?? r.samples.first
+        let last = r.samples.last
+        print("")
+        print(String(format: "sent %d events in %.0f s (%.0f/s); drained in %.1f s after the last", r.events, r.seconds,
+                     Double(r.events) / r.seconds, r.drainSeconds))
+        print("| worker | RSS after 30 s | RSS at the end | growth |")
+        print("|---|---|---|---|")
+        for name in (last?.rssMiB.keys.sorted() ?? []) {
+            let a = first?.rssMiB[name] ?? 0, b = last?.rssMiB[name] ?? 0
+            print("| \(name) | " + String(format: "%.0f MiB | %.0f MiB | %+.0f MiB |", a, b, b - a))
+        }
+        var maxLag: [String: Int64] = [:]
+        for sample in r.samples { for (k, v) in sample.lag { maxLag[k] = max(maxLag[k] ?? 0, v) } }
+        print("max lag: " + maxLag.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+        print("notifications replay expects: \(r.expected); lost: \(r.lost); unexpected: \(r.unexpected); dead letters: \(r.deadLetters)")
+        if r.lost > 0 || r.unexpected > 0 { throw ExitCode(1) }
     }
 }
