@@ -10,6 +10,9 @@ public enum WorkerMain {
         _ options: WorkerOptions, stage: String, needsRules: Bool,
         body: @escaping @Sendable (WorkerConfig, RuleSet?, Logger, StopSignal) throws -> Void
     ) async throws {
+        let stop = StopSignal()
+        let signals = stopOnTerminationSignals(stop)
+        defer { signals.forEach { $0.cancel() } }
         let config = try options.resolve(stage: stage)
         HeraldLogging.bootstrap(level: config.logLevel, format: config.logFormat)
         var logger = Logger(label: stage)
@@ -25,7 +28,7 @@ public enum WorkerMain {
         }
         let log = logger
         let ruleSet = rules
-        let code = await WorkerService.main(name: stage, logger: log) { stop in
+        let code = await WorkerService.main(name: stage, logger: log, stop: stop) { stop in
             try body(config, ruleSet, log, stop)
         }
         if code != 0 { throw ExitCode(code) }
