@@ -56,7 +56,7 @@ struct RetentionCommand: ParsableCommand {
             throw ValidationError("--keep takes a positive duration such as 90d or 12h, got '\(keep)'")
         }
         let (config, conn, _) = try connectToPostgres(options, stage: "herald-retention")
-        let cutoff = Timestamp.wallClock - span
+        let cutoff = Timestamp.now - span
         let partitions = NotificationPartitions(schema: config.schema)
         let dropped: [String]
         if dryRun {

@@ -152,7 +152,7 @@ import Testing
     @Test func retentionCommandDropsWholeOldPartitionsAndSaysWhich() throws {
         let (conn, schema) = try base.migratedSchema()
         let partitions = NotificationPartitions(schema: schema)
-        let today = NotificationPartitions.day(of: .wallClock)
+        let today = NotificationPartitions.day(of: .now)
         try partitions.ensure(days: (today - 120)...(today - 118), on: conn)
         try partitions.ensureAhead(on: conn)
         let old = (118...120).reversed().map { NotificationPartitions.date(ofDay: today - Int64($0)) }

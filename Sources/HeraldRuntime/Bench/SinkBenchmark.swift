@@ -37,7 +37,7 @@ public struct SinkBenchmark {
     /// Deterministic outcomes shaped like production: 10 rules, 3 shops, 100,000 users,
     /// mostly `sent` with an A/B variant, some suppressed, arriving roughly in event-time
     /// order over the hour before now (a live stream, seconds of jitter).
-    public static func outcomes(_ n: Int, now: Timestamp = .wallClock) -> [Outcome] {
+    public static func outcomes(_ n: Int, now: Timestamp = .now) -> [Outcome] {
         let shops = ["s1", "s2", "s42"]
         let rules = ["payment-failed", "cart-abandoned", "code-not-delivered", "login-risk", "first-purchase-guide",
                      "win-back", "repayment", "not-received", "margin-call", "logistics"]

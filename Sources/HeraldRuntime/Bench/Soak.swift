@@ -67,7 +67,7 @@ public struct Soak {
         }
         func sample(_ started: Date) -> Sample {
             var rss: [String: Double] = [:]
-            for w in pipeline.workers { rss[w.name] = Double(Self.residentBytes(pid: w.pid)) / 1_048_576 }
+            for w in pipeline.workers { rss[w.name] = Double(ProcessMemory.residentBytes(pid: w.pid)) / 1_048_576 }
             return Sample(elapsed: Date().timeIntervalSince(started), rssMiB: rss, lag: lag())
         }
 
@@ -130,11 +130,4 @@ public struct Soak {
                       unexpected: unexpected, deadLetters: deadLetters, drainSeconds: drainSeconds)
     }
 
-    static func residentBytes(pid: Int32) -> Int {
-        guard let s = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return 0 }
-        for line in s.split(separator: "\n") where line.hasPrefix("VmRSS:") {
-            return (Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0) * 1024
-        }
-        return 0
-    }
 }

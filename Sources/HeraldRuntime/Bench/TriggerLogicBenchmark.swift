@@ -86,7 +86,7 @@ public struct TriggerLogicBenchmark {
         }
 
         // Rule evaluation alone on parsed events, as one partition's engine (event-time clock).
-        let before = Self.residentBytes()
+        let before = ProcessMemory.residentBytes()
         var engine = TriggerEngine(rules: rules)
         var out: [TriggerOutput] = []
         var candidates = 0
@@ -98,7 +98,7 @@ public struct TriggerLogicBenchmark {
                 candidates += out.count
             }
         }
-        let stateBytes = Double(Self.residentBytes() - before)
+        let stateBytes = Double(ProcessMemory.residentBytes() - before)
         let usersWithState = engine.userCount
         parsed = []
 
@@ -127,12 +127,4 @@ public struct TriggerLogicBenchmark {
         return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
     }
 
-    /// Resident memory of this process (Linux /proc).
-    static func residentBytes() -> Int {
-        guard let s = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
-        for line in s.split(separator: "\n") where line.hasPrefix("VmRSS:") {
-            return (Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0) * 1024
-        }
-        return 0
-    }
 }

@@ -35,7 +35,7 @@ public struct NotificationPartitions: Sendable {
 
     /// Yesterday through `daysAhead` days after `now`: what the sink and `herald migrate` keep ready.
     @discardableResult
-    public func ensureAhead(now: Timestamp = .wallClock, on conn: PostgresConnection) throws -> Int {
+    public func ensureAhead(now: Timestamp = .now, on conn: PostgresConnection) throws -> Int {
         let today = Self.day(of: now)
         return try ensure(days: (today - 1)...(today + Int64(Self.daysAhead)), on: conn)
     }
@@ -66,9 +66,3 @@ public struct NotificationPartitions: Sendable {
     }
 }
 
-extension Timestamp {
-    /// The wall clock, to the microsecond.
-    public static var wallClock: Timestamp {
-        Timestamp(microseconds: Int64((Date().timeIntervalSince1970 * 1_000_000).rounded()))
-    }
-}

@@ -28,7 +28,7 @@ final class ShaperHandler: StageHandler {
     let grace: TimeSpan
     let logger: Logger
     private var partitions: [Int32: ShaperPartition] = [:]
-    private var progress: [TopicPartition: InputProgress] = [:]
+    private var clocks: PartitionClocks
 
     struct ShaperPartition {
         var shaper: Shaper
@@ -41,6 +41,7 @@ final class ShaperHandler: StageHandler {
         self.topics = topics
         self.grace = grace
         self.logger = logger
+        self.clocks = PartitionClocks(topics: [topics.candidates, topics.behavior], grace: grace)
     }
 
     func handle(_ message: KafkaMessage, progress positions: PartitionPositions, into out: inout [OutputRecord]) {
@@ -50,11 +51,11 @@ final class ShaperHandler: StageHandler {
     func handle(_ message: KafkaMessage, caughtUp: (TopicPartition) -> Bool, wallClock: Timestamp,
                 into out: inout [OutputRecord]) {
         let tp = TopicPartition(message.topic, message.partition)
-        defer { progress[tp, default: InputProgress()].caughtUp = caughtUp(tp) }
+        defer { clocks.setCaughtUp(tp, caughtUp(tp)) }
         if message.topic == topics.behavior {
             // Invalid events are the trigger's to dead-letter; here they only count as read.
             guard case .success(let event) = EventDecoder.decode(message.value, topic: .behavior) else { return }
-            advanceProgress(tp, to: event.occurredAt)
+            clocks.delivered(tp, at: event.occurredAt)
             var p = partition(message.partition)
             p.shaper.apply(preference: event)
             partitions[message.partition] = p
@@ -74,7 +75,7 @@ final class ShaperHandler: StageHandler {
                 return
             }
             let candidate = try Candidate(json: message.value)
-            advanceProgress(tp, to: candidate.firedAt)
+            clocks.delivered(tp, at: candidate.firedAt)
             var p = partition(message.partition)
             var i = p.waiting.count
             while i > 0, p.waiting[i - 1].firedAt > candidate.firedAt { i -= 1 }
@@ -95,7 +96,7 @@ final class ShaperHandler: StageHandler {
     func tick(assignment: [TopicPartition], caughtUp: (TopicPartition) -> Bool, wallClock: Timestamp,
               into out: inout [OutputRecord]) {
         for tp in assignment {
-            progress[tp, default: InputProgress()].caughtUp = caughtUp(tp)
+            clocks.setCaughtUp(tp, caughtUp(tp))
         }
         for partition in partitions.keys.sorted() { release(partition, wallClock: wallClock, into: &out) }
     }
@@ -103,7 +104,7 @@ final class ShaperHandler: StageHandler {
     func revoked(_ partitions: [TopicPartition]) {
         // Without checkpoints (issue 5) a revoked partition's state goes with it.
         for tp in partitions {
-            progress[tp] = nil
+            clocks.forget(tp)
             self.partitions[tp.partition] = nil
         }
     }
@@ -112,20 +113,9 @@ final class ShaperHandler: StageHandler {
         partitions[n] ?? ShaperPartition(shaper: Shaper(rules: rules))
     }
 
-    /// Until this message is applied its partition is not caught up: its progress is this
-    /// message's time, whatever the wall clock says.
-    private func advanceProgress(_ tp: TopicPartition, to time: Timestamp) {
-        var p = progress[tp, default: InputProgress()]
-        p.newestEventTime = max(p.newestEventTime ?? time, time)
-        p.caughtUp = false
-        progress[tp] = p
-    }
-
     /// Shapes the candidates the watermark has reached, then fires the shaper's timers.
     private func release(_ n: Int32, wallClock: Timestamp, into out: inout [OutputRecord]) {
-        guard let watermark = Watermark.of(
-            [topics.candidates, topics.behavior].map { progress[TopicPartition($0, n)] ?? InputProgress() },
-            wallClock: wallClock, grace: grace),
+        guard let watermark = clocks.watermark(n, wallClock: wallClock),
             var p = partitions.removeValue(forKey: n) else { return }
         var outcomes: [Outcome] = []
         let ready = p.waiting.prefix { $0.firedAt <= watermark }.count

@@ -26,7 +26,7 @@ final class TriggerHandler: StageHandler {
     let grace: TimeSpan
     let logger: Logger
     private var engines: [Int32: TriggerEngine] = [:]
-    private var progress: [TopicPartition: InputProgress] = [:]
+    private var clocks: PartitionClocks
     private var triggerOutputs: [TriggerOutput] = []
 
     init(rules: RuleSet, topics: TopicNames, grace: TimeSpan, logger: Logger) {
@@ -34,6 +34,7 @@ final class TriggerHandler: StageHandler {
         self.topics = topics
         self.grace = grace
         self.logger = logger
+        self.clocks = PartitionClocks(topics: [topics.orders, topics.behavior], grace: grace)
     }
 
     func handle(_ message: KafkaMessage, progress positions: PartitionPositions, into out: inout [OutputRecord]) {
@@ -47,22 +48,17 @@ final class TriggerHandler: StageHandler {
             ])
             let letter = DeadLetter(stage: TriggerStage.name, reason: rejection.reason, detail: rejection.detail, message: message)
             out.append(OutputRecord(topic: topics.deadletter, key: message.key, value: letter.json))
-            progress[tp, default: InputProgress()].caughtUp = positions.isCaughtUp(tp)
+            clocks.setCaughtUp(tp, positions.isCaughtUp(tp))
         case .success(let event):
-            // Until this event is applied the partition is not caught up: its progress is
-            // this event's time, whatever the wall clock says.
-            var p = progress[tp, default: InputProgress()]
-            p.newestEventTime = max(p.newestEventTime ?? event.occurredAt, event.occurredAt)
-            p.caughtUp = false
-            progress[tp] = p
+            clocks.delivered(tp, at: event.occurredAt)
             var engine = engines.removeValue(forKey: message.partition) ?? TriggerEngine(rules: rules)
             triggerOutputs.removeAll(keepingCapacity: true)
-            if let watermark = watermark(message.partition, wallClock: .now) {
+            if let watermark = clocks.watermark(message.partition, wallClock: .now) {
                 engine.advance(to: watermark, into: &triggerOutputs)
             }
             engine.process(event, into: &triggerOutputs)
             engines[message.partition] = engine
-            progress[tp]?.caughtUp = positions.isCaughtUp(tp)
+            clocks.setCaughtUp(tp, positions.isCaughtUp(tp))
             publish(&out)
         }
     }
@@ -70,10 +66,10 @@ final class TriggerHandler: StageHandler {
     func tick(progress positions: PartitionPositions, into out: inout [OutputRecord]) {
         let now = Timestamp.now
         for tp in positions.assignment {
-            progress[tp, default: InputProgress()].caughtUp = positions.isCaughtUp(tp)
+            clocks.setCaughtUp(tp, positions.isCaughtUp(tp))
         }
         for partition in engines.keys.sorted() {
-            guard let watermark = watermark(partition, wallClock: now), var engine = engines.removeValue(forKey: partition) else { continue }
+            guard let watermark = clocks.watermark(partition, wallClock: now), var engine = engines.removeValue(forKey: partition) else { continue }
             triggerOutputs.removeAll(keepingCapacity: true)
             engine.advance(to: watermark, into: &triggerOutputs)
             engines[partition] = engine
@@ -84,15 +80,11 @@ final class TriggerHandler: StageHandler {
     func revoked(_ partitions: [TopicPartition]) {
         // Without checkpoints (issue 5) a revoked partition's state goes with it.
         for tp in partitions {
-            progress[tp] = nil
+            clocks.forget(tp)
             engines[tp.partition] = nil
         }
     }
 
-    private func watermark(_ partition: Int32, wallClock: Timestamp) -> Timestamp? {
-        Watermark.of([topics.orders, topics.behavior].map { progress[TopicPartition($0, partition)] ?? InputProgress() },
-                     wallClock: wallClock, grace: grace)
-    }
 
     private func publish(_ out: inout [OutputRecord]) {
         for o in triggerOutputs {
@@ -107,9 +99,3 @@ final class TriggerHandler: StageHandler {
     }
 }
 
-extension Timestamp {
-    /// The wall clock.
-    public static var now: Timestamp {
-        Timestamp(microseconds: Int64((Date().timeIntervalSince1970 * 1_000_000).rounded()))
-    }
-}

@@ -1,0 +1,22 @@
+import Foundation
+import HeraldCore
+
+extension Timestamp {
+    /// The wall clock, to the microsecond.
+    public static var now: Timestamp {
+        Timestamp(microseconds: Int64((Date().timeIntervalSince1970 * 1_000_000).rounded()))
+    }
+}
+
+/// Resident memory of a process (Linux /proc), for benchmarks and the soak.
+public enum ProcessMemory {
+    /// VmRSS of `pid`, or of this process when nil; 0 when it cannot be read.
+    public static func residentBytes(pid: Int32? = nil) -> Int {
+        let path = "/proc/\(pid.map(String.init) ?? "self")/status"
+        guard let s = try? String(contentsOfFile: path, encoding: .utf8) else { return 0 }
+        for line in s.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+            return (Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0) * 1024
+        }
+        return 0
+    }
+}
