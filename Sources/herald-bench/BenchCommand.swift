@@ -9,7 +9,7 @@ import Logging
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "herald-bench", abstract: "Herald benchmarks, each against a ceiling measured in the same run.",
-        subcommands: [SinkBench.self, TriggerLogicBench.self, TriggerBench.self, ShapeLogicBench.self, SoakCommand.self])
+        subcommands: [SinkBench.self, TriggerLogicBench.self, TriggerBench.self, ShapeLogicBench.self, SoakCommand.self, ChaosCommand.self])
 }
 
 /// Where every subcommand records its numbers.
@@ -194,5 +194,84 @@ struct SoakCommand: ParsableCommand {
         print("max lag: " + maxLag.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
         print("notifications replay expects: \(r.expected); lost: \(r.lost); unexpected: \(r.unexpected); dead letters: \(r.deadLetters)")
         if r.lost > 0 || r.unexpected > 0 { throw ExitCode(1) }
+    }
+}
+
+struct ChaosCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "chaos",
+        abstract: "The pipeline under traffic while workers are killed (-9), started and scaled 1–3 per stage; rows must equal replay's.",
+        discussion: """
+            The schedule of kills, starts and scale changes comes from --seed (printed; the same seed gives the same \
+            schedule). At the end every notification, conversion, escalation and engagement row in PostgreSQL is \
+            compared with `herald replay` of the same events; any missing, extra or changed row exits 1.
+            """)
+
+    @Option(help: "Events to send.")
+    var events = 50_000
+
+    @Option(help: "Events per second.")
+    var rate = 400
+
+    @Option(help: "Distinct users.")
+    var users = 2_000
+
+    @Option(help: "Partitions per topic.")
+    var partitions = 8
+
+    @Option(help: "Seed of the traffic and the schedule (default: random, printed).")
+    var seed: UInt64?
+
+    @Option(help: "Chaos actions over the run: per stage two of three are kill -9, the third a scale change.")
+    var actions = 45
+
+    @Option(help: "Stages to kill and scale, comma-separated: trigger, shaper, sink.")
+    var disturb = "trigger,shaper,sink"
+
+    @Option(help: "herald-shaper's --grace, in whole seconds (herald-trigger keeps 5s).")
+    var shaperGrace = "15s"
+
+    @Flag(help: "Send profile_updated events too (their order against orders events is not event time in herald-trigger).")
+    var profileUpdates = false
+
+    func run() throws {
+        HeraldLogging.bootstrap(level: "warning")
+        var o = Chaos.Options()
+        o.events = events
+        o.rate = rate
+        o.users = users
+        o.partitions = partitions
+        o.seed = seed ?? UInt64.random(in: 1...999_999)
+        o.actions = actions
+        o.profileUpdates = profileUpdates
+        guard let grace = TimeSpan(parsing: shaperGrace), grace >= .zero else { throw ValidationError("--shaper-grace such as 15s") }
+        o.shaperGrace = grace
+        o.disturb = try disturb.split(separator: ",").map { name in
+            guard let stage = Chaos.Stage(rawValue: "herald-" + name.trimmingCharacters(in: .whitespaces)) else {
+                throw ValidationError("--disturb takes trigger, shaper and sink")
+            }
+            return stage
+        }
+        let options = o
+        let r = try withLargeStack { try Chaos(options: options, logger: Logger(label: "herald-chaos")).run() }
+        print("")
+        print(String(format: "seed %llu: sent %d events in %.0f s; rows compared %.1f s after the last", options.seed, r.events,
+                     r.seconds, r.drainSeconds))
+        print("| stage | kill -9 | started | scale changes | SIGTERM (scale down) |")
+        print("|---|---|---|---|---|")
+        for stage in Chaos.Stage.allCases {
+            let c = r.counts[stage] ?? Chaos.StageCounts()
+            print("| \(stage.rawValue) | \(c.kills) | \(c.starts) | \(c.scaleChanges) | \(c.gracefulStops) |")
+        }
+        let statuses = Dictionary(grouping: r.expected.notifications.values, by: { String($0.split(separator: " ")[2]) })
+            .mapValues(\.count).sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
+        print("replay: \(r.expected.notifications.count) notifications (\(statuses)), \(r.expected.conversions.count) conversions, "
+            + "\(r.expected.escalations.count) escalations, \(r.expected.engagements.count) engagements")
+        for d in r.diffs { print(d.report()) }
+        print("dead letters: \(r.deadLetters)")
+        let unclean = r.stopCodes.filter { $0.value != 0 }
+        print("workers stopped with SIGTERM: \(r.stopCodes.count), exit status not 0: \(unclean.isEmpty ? "none" : "\(unclean)")")
+        print(r.identical ? "IDENTICAL: rows equal replay's" : "DIFFERENT: rows differ from replay's")
+        if !r.identical { throw ExitCode(1) }
     }
 }

@@ -116,6 +116,17 @@ public final class LocalPipeline {
         workers.removeAll { $0 === worker }
     }
 
+    /// Workers sent SIGTERM by `terminate` and not reaped yet by `stop`.
+    public private(set) var stopping: [ManagedProcess] = []
+
+    /// Scaling down: SIGTERM to a worker without waiting for it to finish its batch,
+    /// checkpoint and leave the group. It leaves `workers`; `stop` collects its exit status.
+    public func terminate(_ worker: ManagedProcess) {
+        worker.signal(SIGTERM)
+        workers.removeAll { $0 === worker }
+        stopping.append(worker)
+    }
+
     public func startWorkers() throws {
         for w in ["herald-trigger", "herald-shaper", "herald-sink"] { try startWorker(w) }
     }
@@ -145,8 +156,9 @@ public final class LocalPipeline {
     @discardableResult
     public func stop(keepFiles: Bool = false) -> [String: Int32] {
         var codes: [String: Int32] = [:]
-        for w in workers { codes[w.name] = w.stop() }
+        for w in workers + stopping { codes[w.name] = w.stop() }
         workers = []
+        stopping = []
         broker?.stop()
         broker = nil
         throwaway?.stop()
