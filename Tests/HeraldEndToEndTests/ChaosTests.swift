@@ -163,7 +163,7 @@ import Testing
         #expect(Set(copies.keys) == Set(expected.notifications.keys))
         let repeats = copies.values.reduce(0) { $0 + $1 - 1 }
         #expect(Double(repeats) == metric(shaper, HeraldMetrics.replayedCandidates), "\(repeats) repeated candidates")
-        print("rebalance: \(expected.notifications.count) timers fired once; \(repeats) candidates repeated on herald.candidates and dropped by the shaper; timers pending across the first move: \(pendingAfterFirstMove), the second: \(pendingAfterSecondMove)")
+        print("rebalance: replay expects \(expected.notifications.count) timers to fire; \(repeats) candidates repeated on herald.candidates and dropped by the shaper; timers pending across the first move: \(pendingAfterFirstMove), the second: \(pendingAfterSecondMove)")
         #expect(pendingAfterFirstMove && pendingAfterSecondMove, "the moves took longer than the timers' wait")
 
         let codes = pipeline.stop()

@@ -280,13 +280,14 @@ public struct Chaos {
             }
         }
 
-        /// The earliest follow-up due by `now`, as a message stamped with the wall clock.
+        /// The earliest follow-up due by `now`, as a message stamped with the wall clock. It
+        /// draws nothing from `rng`: when it is sent depends on timing, the events must not.
         mutating func dueFollowUp(now: Date) -> ShopTraffic.Message? {
             guard let f = followUps.first, f.due <= now else { return nil }
             followUps.removeFirst()
             sequence += 1
             let fields: [(String, JSONValue)] = [
-                ("event_id", .string("f\(sequence)-\(rng.next() % 1_000_000_000)")), ("type", .string(f.type)),
+                ("event_id", .string("f\(sequence)")), ("type", .string(f.type)),
                 ("shop_id", .string(f.shopID)), ("user_id", .string(f.userID)), ("occurred_at", .string(Timestamp.now.rfc3339)),
             ] + f.extra
             return ShopTraffic.Message(topic: f.topic, key: f.userID, value: Array(JSONValue.object(JSONObject(fields)).jsonString.utf8))
