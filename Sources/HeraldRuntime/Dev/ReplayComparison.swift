@@ -26,11 +26,11 @@ public struct PipelineRows: Sendable, Equatable {
     /// The rows in `schema`.
     public static func read(_ conn: PostgresConnection, schema: String) throws -> PipelineRows {
         let s = SQLIdentifier.quoted(schema)
-        func time(_ column: String) -> String { "to_char(\(column) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')" }
         var out = PipelineRows()
         for r in try conn.execute("""
-            SELECT id, rule_id, user_id, status, reason, variant, merged_into, \(time("due_at")), \(time("decided_at")),
-                   escalated, body
+            SELECT id, rule_id, user_id, status, reason, variant, merged_into,
+                   to_char(due_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+                   to_char(decided_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), escalated, body
             FROM \(s).notifications
             """).rows {
             guard let id = r[0] else { continue }
