@@ -221,6 +221,8 @@ public struct Chaos {
         var rng: SplitMix64
         let users: Int
         var followUps: [FollowUp] = []
+        /// Opens and clicks of payment notices, sent once the notices are in PostgreSQL.
+        var opens: [FollowUp] = []
         var sequence = 0
 
         let profileUpdates: Bool
@@ -274,8 +276,8 @@ public struct Chaos {
             case "payment_failed" where rng.next() % 5 < 2:
                 let id = Candidate.notificationID(ruleID: "payment-failed", shopID: event.shopID, userID: event.userID,
                                                   triggerEventID: event.eventID, ordinal: 0)
-                add(uniform(.seconds(1), .seconds(5)), .behavior, rng.next() % 3 == 0 ? "notification_clicked" : "notification_opened",
-                    [("notification_id", .string(id))])
+                opens.append(FollowUp(due: now, topic: .behavior, type: rng.next() % 3 == 0 ? "notification_clicked" : "notification_opened",
+                                      userID: event.userID, shopID: event.shopID, extra: [("notification_id", .string(id))]))
             default: break
             }
         }
@@ -421,6 +423,21 @@ public struct Chaos {
             while let f = traffic.dueFollowUp(now: Date()) { try send(f) }
         }
         for action in schedule[nextAction...] { try perform(action, elapsed: Date().timeIntervalSince(trafficStart)) }
+        // A customer opens what was delivered: the opens go out once their notifications are
+        // in PostgreSQL (the sink records an open against a notification it has written; one
+        // sent earlier, while a stage is down, would count for nothing live and in replay alike).
+        let conn = try pipeline.connect()
+        let s = SQLIdentifier.quoted(pipeline.schema)
+        let openIDs = Set(traffic.opens.compactMap { $0.extra.first?.1.stringValue })
+        let idArray = "{" + openIDs.sorted().joined(separator: ",") + "}"
+        _ = try pipeline.await(timeout: 300, every: 1) {
+            Int(try conn.execute("SELECT count(*) FROM \(s).notifications WHERE id = ANY($1::text[])", [idArray])[0, 0] ?? "") == openIDs.count
+        }
+        for var o in traffic.opens {
+            o.due = Date()
+            traffic.followUps.append(o)
+        }
+        while let f = traffic.dueFollowUp(now: Date()) { try send(f) }
         try producer.flush(timeout: .seconds(60))
         let seconds = Date().timeIntervalSince(trafficStart)
 
@@ -437,7 +454,6 @@ public struct Chaos {
         // Drain: the live clocks (wall clock less the grace) past the cutoff, every stage's
         // committed offsets at the end of its input, and the rows as replay has them.
         let drainStart = Date()
-        let conn = try pipeline.connect()
         let grace = max(TimeSpan.seconds(5), options.shaperGrace)
         var got = PipelineRows()
         let settled = try pipeline.await(timeout: 300, every: 1) {
@@ -447,7 +463,7 @@ public struct Chaos {
         }
         if !settled { got = try PipelineRows.read(conn, schema: pipeline.schema) }
         let drainSeconds = Date().timeIntervalSince(drainStart)
-        let deadLetters = Int(try conn.execute("SELECT count(*) FROM \(SQLIdentifier.quoted(pipeline.schema)).dead_letters")[0, 0] ?? "0") ?? 0
+        let deadLetters = Int(try conn.execute("SELECT count(*) FROM \(s).dead_letters")[0, 0] ?? "0") ?? 0
         if !settled { Console.say("rows still differ after 300 s; lag \(lag.perStage())\n\(pipeline.logs)") }
         return Result(events: sent, seconds: seconds, quietEnd: quietEnd, drainSeconds: drainSeconds, counts: counts, log: log, expected: expected,
                       diffs: RowDiff.compare(expected: expected, got: got), deadLetters: deadLetters, stopCodes: [:])
