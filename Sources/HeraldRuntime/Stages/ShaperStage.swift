@@ -102,11 +102,38 @@ final class ShaperHandler: StageHandler {
     }
 
     func revoked(_ partitions: [TopicPartition]) {
-        // Without checkpoints (issue 5) a revoked partition's state goes with it.
-        for tp in partitions {
-            clocks.forget(tp)
-            self.partitions[tp.partition] = nil
+        for tp in partitions { clocks.forget(tp) }
+    }
+
+    /// The shaper's partition-level state, then the candidates still waiting for the
+    /// watermark (their offsets are behind the checkpoint's, so they are part of it).
+    func changes(_ partition: Int32) -> PartitionChanges {
+        var p = self.partition(partition)
+        defer { partitions[partition] = p }
+        let users = p.shaper.takeDirtyStates()
+        var meta = Frames()
+        meta.append(p.shaper.encodeMeta())
+        for c in p.waiting { meta.append(c.json) }
+        return PartitionChanges(meta: meta.bytes, users: users)
+    }
+
+    func restore(_ checkpoint: StoredCheckpoint) throws {
+        guard let meta = checkpoint.meta else {
+            partitions[checkpoint.partition] = nil
+            return
         }
+        let frames = try Frames.split(meta)
+        guard let first = frames.first else { throw Frames.Malformed() }
+        var p = ShaperPartition(shaper: try Shaper.restore(rules: rules, meta: first, users: checkpoint.users))
+        for frame in frames.dropFirst() {
+            guard let c = try? Candidate(json: frame) else { throw Frames.Malformed() }
+            p.waiting.append(c)
+        }
+        partitions[checkpoint.partition] = p
+    }
+
+    func drop(_ partition: Int32) {
+        partitions[partition] = nil
     }
 
     private func partition(_ n: Int32) -> ShaperPartition {
@@ -129,5 +156,34 @@ final class ShaperHandler: StageHandler {
             HeraldMetrics.decided(outcome)
             out.append(OutputRecord(topic: topics.outcomes, key: Array(outcome.userID.utf8), value: outcome.json))
         }
+    }
+}
+
+/// Length-prefixed byte strings (a 4-byte big-endian length before each).
+struct Frames {
+    struct Malformed: Error, CustomStringConvertible {
+        var description: String { "malformed checkpoint frames" }
+    }
+
+    private(set) var bytes: [UInt8] = []
+
+    mutating func append(_ frame: [UInt8]) {
+        let n = UInt32(frame.count)
+        bytes += [UInt8(n >> 24), UInt8(n >> 16 & 0xFF), UInt8(n >> 8 & 0xFF), UInt8(n & 0xFF)]
+        bytes += frame
+    }
+
+    static func split(_ bytes: [UInt8]) throws -> [[UInt8]] {
+        var frames: [[UInt8]] = []
+        var i = 0
+        while i < bytes.count {
+            guard bytes.count - i >= 4 else { throw Malformed() }
+            let n = Int(bytes[i]) << 24 | Int(bytes[i + 1]) << 16 | Int(bytes[i + 2]) << 8 | Int(bytes[i + 3])
+            i += 4
+            guard bytes.count - i >= n else { throw Malformed() }
+            frames.append(Array(bytes[i..<i + n]))
+            i += n
+        }
+        return frames
     }
 }

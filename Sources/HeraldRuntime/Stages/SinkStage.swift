@@ -38,15 +38,7 @@ public enum SinkStage {
         let topics = config.topics
         guard var conn = try PostgresWait.connect(config.postgres, logger: logger, stop: stop) else { return }
         var writer = SinkWriter(schema: config.schema)
-        let migrator = Migrator(schema: config.schema)
-        var version = try migrator.currentVersion(conn)
-        while version < Migrator.latestVersion, !stop.isSet {
-            logger.warning("waiting for the schema: run `herald migrate`", metadata: [
-                "schema": "\(config.schema)", "have": "\(version)", "need": "\(Migrator.latestVersion)",
-            ])
-            stop.sleep(2)
-            version = try migrator.currentVersion(conn)
-        }
+        guard try SchemaWait.untilMigrated(conn, config: config, logger: logger, stop: stop) else { return }
         try writer.prepare(conn)
         try writer.partitions.ensureAhead(on: conn)
         _ = try TopicCheck.waitForTopics([topics.outcomes, topics.deadletter], coPartitioned: false,

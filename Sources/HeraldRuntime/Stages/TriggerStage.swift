@@ -78,13 +78,29 @@ final class TriggerHandler: StageHandler {
     }
 
     func revoked(_ partitions: [TopicPartition]) {
-        // Without checkpoints (issue 5) a revoked partition's state goes with it.
-        for tp in partitions {
-            clocks.forget(tp)
-            engines[tp.partition] = nil
-        }
+        for tp in partitions { clocks.forget(tp) }
     }
 
+    func changes(_ partition: Int32) -> PartitionChanges {
+        var engine = engines.removeValue(forKey: partition) ?? TriggerEngine(rules: rules)
+        defer { engines[partition] = engine }
+        let users = engine.takeDirtyStates()
+        let seen = engine.takeNewSeenEvents()
+        return PartitionChanges(meta: engine.encodeMeta(), users: users, seen: seen, seenGenerations: engine.seenGenerations)
+    }
+
+    func restore(_ checkpoint: StoredCheckpoint) throws {
+        guard let meta = checkpoint.meta else {
+            engines[checkpoint.partition] = nil
+            return
+        }
+        engines[checkpoint.partition] = try TriggerEngine.restore(rules: rules, meta: meta, users: checkpoint.users,
+                                                                  seen: checkpoint.seen)
+    }
+
+    func drop(_ partition: Int32) {
+        engines[partition] = nil
+    }
 
     private func publish(_ out: inout [OutputRecord]) {
         for o in triggerOutputs {
