@@ -187,6 +187,11 @@ final class StreamStage {
             consumer.close()
             // Whatever the close could not checkpoint is not trusted beyond this session.
             for p in Set(own.owned.keys).union(own.retained.keys) { handler.drop(p) }
+            // The consumer's callback holds `own`: break the cycle.
+            own.consumer = nil
+            own.positions = nil
+            own.retention = nil
+            own.monitor = nil
         }
         let positions = PartitionPositions(consumer: consumer)
         own.positions = positions
@@ -247,6 +252,8 @@ final class StreamStage {
             guard let o = own.owned[p] else { continue }
             let c = handler.changes(p)
             if c.users.isEmpty, c.seen.isEmpty, o.next == o.saved, c.meta == o.savedMeta { continue }
+            // Nothing read yet: a checkpoint now would pin the start to the topics' beginning.
+            if c.users.isEmpty, o.next.isEmpty, o.savedMeta == nil { continue }
             writes.append(CheckpointWrite(partition: p, epoch: o.epoch, meta: c.meta, offsets: o.next, users: c.users,
                                           seen: c.seen, seenGenerations: c.seenGenerations))
         }
