@@ -3,8 +3,13 @@
 
 extension Shaper {
     /// Users whose state changed (created, modified, removed by the sweep) since the last
-    /// call, encoded; clears the dirty set.
+    /// call, encoded; clears the dirty set. The first call on a shaper not made by `restore`
+    /// returns every user.
     public mutating func takeDirtyStates() -> [UserStateRecord] {
+        guard tracksDirty else {
+            tracksDirty = true
+            return allStates()
+        }
         var out: [UserStateRecord] = []
         out.reserveCapacity(dirtyKeys.count)
         var removed: Set<UserKey> = []
@@ -43,6 +48,7 @@ extension Shaper {
     public static func restore(rules: RuleSet, seenHorizon: TimeSpan = .days(7), meta: [UInt8],
                                users: [UserStateRecord]) throws(CheckpointDecodingError) -> Shaper {
         var shaper = Shaper(rules: rules, seenHorizon: seenHorizon)
+        shaper.tracksDirty = true
         var r = ByteReader(meta)
         try Checkpoint.checkVersion(&r)
         shaper.clock = try r.optionalTimestamp()

@@ -4,8 +4,13 @@
 
 extension TriggerEngine {
     /// Users whose state changed (created, modified, removed) since the last call, encoded;
-    /// clears the dirty set.
+    /// clears the dirty set. The first call on an engine not made by `restore` returns every
+    /// user (tracking starts there, so engines never checkpointed pay nothing for it).
     public mutating func takeDirtyStates() -> [UserStateRecord] {
+        guard tracksDirty else {
+            tracksDirty = true
+            return allStates()
+        }
         var out: [UserStateRecord] = []
         out.reserveCapacity(dirtyKeys.count)
         for key in dirtyKeys {
@@ -26,8 +31,14 @@ extension TriggerEngine {
         users.map { UserStateRecord(shopID: $0.key.shop, userID: $0.key.user, state: Self.encode($0.value)) }
     }
 
-    /// Event-id hashes recorded since the last call, grouped by generation; clears them.
+    /// Event-id hashes recorded since the last call, grouped by generation; clears them. The
+    /// first call on an engine not made by `restore` returns the whole set.
     public mutating func takeNewSeenEvents() -> [SeenEventsChunk] {
+        if !seenEvents.tracksNew {
+            seenEvents.tracksNew = true
+            seenEvents.previousNew = seenEvents.previous.pairs
+            seenEvents.currentNew = seenEvents.current.pairs
+        }
         var out: [SeenEventsChunk] = []
         if let start = seenEvents.previousStart, !seenEvents.previousNew.isEmpty {
             out.append(SeenEventsChunk(generationStart: start, hashes: Self.bytes(seenEvents.previousNew)))
@@ -85,6 +96,8 @@ extension TriggerEngine {
                             patternCount: engine.plan.countedPatterns.count)
 
         engine.clock = clock
+        engine.tracksDirty = true
+        engine.seenEvents.tracksNew = true
         engine.users.reserveCapacity(users.count)
         var entries: [TimerHeap.Entry] = []
         var maxTimer = sequence

@@ -33,6 +33,8 @@ public struct Shaper: Sendable {
     /// Users changed or removed since the last checkpoint (`takeDirtyStates`); a user's
     /// `dirty` flag says whether it is listed. A removed user's key may be listed twice.
     var dirtyKeys: [UserKey] = []
+    /// Off until the first checkpoint (which takes every user) or a restore.
+    var tracksDirty = false
 
     public init(rules: RuleSet, seenHorizon: TimeSpan = .days(7)) {
         self.rules = rules
@@ -120,13 +122,15 @@ public struct Shaper: Sendable {
         let change = PreferenceChange(time: event.occurredAt, subscribed: subscribed,
                                       scope: OptOutScope(rule: event.body["rule"]?.stringValue,
                                                          channel: event.body["channel"]?.stringValue))
-        if users[key]?.dirty != true { dirtyKeys.append(key) }
-        users[key, default: ShaperUser()].dirty = true
+        if tracksDirty {
+            if users[key]?.dirty != true { dirtyKeys.append(key) }
+            users[key, default: ShaperUser()].dirty = true
+        }
         users[key, default: ShaperUser()].preferences.add(change)
     }
 
     private mutating func markDirty(_ user: inout ShaperUser, _ key: UserKey) {
-        if !user.dirty {
+        if tracksDirty, !user.dirty {
             user.dirty = true
             dirtyKeys.append(key)
         }
@@ -380,7 +384,7 @@ public struct Shaper: Sendable {
             }
             if !user.isEmpty {
                 users[key] = user
-            } else if !user.dirty {
+            } else if tracksDirty, !user.dirty {
                 dirtyKeys.append(key)  // removed: its row goes
             }
         }

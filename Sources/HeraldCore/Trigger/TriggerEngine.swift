@@ -33,6 +33,9 @@ public struct TriggerEngine: Sendable {
     /// Users changed since the last checkpoint (`takeDirtyStates`), each once: a user's
     /// `dirty` flag says whether it is listed.
     var dirtyKeys: [UserKey] = []
+    /// Off until the first checkpoint (which takes every user) or a restore, so an engine
+    /// that is never checkpointed (replay, benchmarks) keeps no list.
+    var tracksDirty = false
     /// The newest time the engine was advanced to.
     public internal(set) var clock: Timestamp?
 
@@ -65,7 +68,7 @@ public struct TriggerEngine: Sendable {
         }()
         // A repeated event id of a user is ignored within the horizon (SPEC §2).
         guard seenEvents.insert(shop: event.shopID, user: event.userID, eventID: event.eventID, at: event.occurredAt) else { return }
-        let logic = RuleLogic(rules: rules, plan: plan, clock: clock, horizon: eventHorizon)
+        let logic = RuleLogic(rules: rules, plan: plan, clock: clock, horizon: eventHorizon, tracksDirty: tracksDirty)
         let userKey = UserKey(shop: event.shopID, user: event.userID)
         logic.apply(event, eventPlan, key: userKey, user: &users[userKey, default: UserState(at: event.occurredAt)],
                     timers: &timers, out: &out, dirty: &dirtyKeys)
@@ -80,7 +83,7 @@ public struct TriggerEngine: Sendable {
 
     public mutating func advance(to time: Timestamp, into out: inout [TriggerOutput]) {
         if clock.map({ $0 < time }) ?? true { clock = time }
-        let logic = RuleLogic(rules: rules, plan: plan, clock: clock, horizon: eventHorizon)
+        let logic = RuleLogic(rules: rules, plan: plan, clock: clock, horizon: eventHorizon, tracksDirty: tracksDirty)
         while let next = timers.heap.first, next.due <= time {
             _ = timers.heap.pop()
             guard users[next.user] != nil else { continue }
@@ -101,6 +104,8 @@ struct SeenEvents: Sendable {
     /// (a, b) pairs; dropped with their generation.
     var currentNew: [UInt64] = []
     var previousNew: [UInt64] = []
+    /// Off until the first checkpoint (which takes both sets whole) or a restore.
+    var tracksNew = false
 
     init(horizon: TimeSpan) {
         self.horizon = horizon
@@ -129,8 +134,10 @@ struct SeenEvents: Sendable {
         }
         if previous.contains(a, b) { return false }
         guard current.insert(a, b) else { return false }
-        currentNew.append(a)
-        currentNew.append(b)
+        if tracksNew {
+            currentNew.append(a)
+            currentNew.append(b)
+        }
         return true
     }
 }
@@ -177,6 +184,19 @@ struct HashSet128: Sendable {
             if x == a && y == b { return false }
             i = (i + 1) & mask
         }
+    }
+
+    /// Every hash, as (a, b) pairs in one array.
+    var pairs: [UInt64] {
+        var out: [UInt64] = []
+        out.reserveCapacity(2 * count)
+        if hasZero { out += [0, 0] }
+        var k = 0
+        while k < slots.count {
+            if slots[k] != 0 || slots[k + 1] != 0 { out += [slots[k], slots[k + 1]] }
+            k += 2
+        }
+        return out
     }
 
     private mutating func grow() {
@@ -228,11 +248,12 @@ struct RuleLogic {
     let plan: TriggerPlan
     let clock: Timestamp?
     let horizon: TimeSpan
+    let tracksDirty: Bool
 
     func apply(_ event: Event, _ ep: EventPlan, key: UserKey, user: inout UserState, timers: inout TimerQueue,
                out: inout [TriggerOutput], dirty: inout [UserKey]) {
         let t = event.occurredAt
-        if !user.dirty {
+        if tracksDirty, !user.dirty {
             user.dirty = true
             dirty.append(key)
         }
@@ -354,7 +375,7 @@ struct RuleLogic {
             timers.heap.push(.init(due: user.pending[i].due, sequence: timer.sequence, user: key))
             return
         }
-        if !user.dirty {
+        if tracksDirty, !user.dirty {
             user.dirty = true
             dirty.append(key)
         }
