@@ -9,7 +9,8 @@ import Logging
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "herald-bench", abstract: "Herald benchmarks, each against a ceiling measured in the same run.",
-        subcommands: [SinkBench.self, TriggerLogicBench.self, TriggerBench.self, ShapeLogicBench.self, SoakCommand.self, RestoreBench.self])
+        subcommands: [SinkBench.self, TriggerLogicBench.self, TriggerBench.self, ShapeLogicBench.self, CheckpointCodecBench.self,
+                      RestoreBench.self, SoakCommand.self])
 }
 
 /// Where every subcommand records its numbers.
@@ -233,5 +234,46 @@ struct RestoreBench: ParsableCommand {
             "checkpoint_bytes_per_user": (Double(r.stateBytes) / Double(max(r.users, 1))).rounded(),
             "checkpoint_all_s": (r.saveSeconds * 100).rounded() / 100,
         ])
+    }
+}
+
+struct CheckpointCodecBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "checkpoint-codec",
+        abstract: "Encoding every user's trigger state after the trigger-logic workload, and restoring an engine from it (no I/O).")
+
+    @Option(help: "Events to process before the checkpoint.")
+    var events = 3_000_000
+
+    @Option(help: "Distinct users.")
+    var users = 1_000_000
+
+    @Option(help: "Rules file.")
+    var rules = "deploy/rules/herald.yaml"
+
+    func run() throws {
+        let ruleSet = try RulesFiles.load(rules)
+        var engine = TriggerEngine(rules: ruleSet)
+        for (topic, bytes) in TriggerLogicBenchmark.generate(events: events, users: users) {
+            let e = try EventDecoder.decode(bytes, topic: topic).get()
+            _ = engine.advance(to: e.occurredAt)
+            _ = engine.process(e)
+        }
+        let clock = ContinuousClock()
+        var records: [UserStateRecord] = []
+        let encode = clock.measure { records = engine.takeDirtyStates() }
+        let seen = engine.takeNewSeenEvents()
+        let meta = engine.encodeMeta()
+        let bytes = records.reduce(0) { $0 + ($1.state?.count ?? 0) }
+        var restored: TriggerEngine?
+        let decode = try clock.measure {
+            restored = try TriggerEngine.restore(rules: ruleSet, meta: meta, users: records, seen: seen)
+        }
+        func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
+        print(String(format: "%d users, %.1f bytes of state per user on average, %d timers, %d seen-event hashes",
+                     records.count, Double(bytes) / Double(max(records.count, 1)), restored?.timerCount ?? 0,
+                     seen.reduce(0) { $0 + $1.hashes.count } / 16))
+        print(String(format: "encode (takeDirtyStates): %.0f users/s (%.2f s)", Double(records.count) / seconds(encode), seconds(encode)))
+        print(String(format: "restore (users, timers, seen set): %.0f users/s (%.2f s)", Double(records.count) / seconds(decode), seconds(decode)))
     }
 }
