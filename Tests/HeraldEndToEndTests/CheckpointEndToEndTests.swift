@@ -29,8 +29,14 @@ import Testing
 
         let conn = try pipeline.connect()
         let producer = try pipeline.producer()
-        var trigger = try pipeline.startWorker("herald-trigger")
-        var shaper = try pipeline.startWorker("herald-shaper")
+        // The traffic is 60 days old and arrives in rounds: between rounds the partitions are
+        // caught up, and with the usual grace their clocks would jump to the wall clock and
+        // fire every timer, which replay (one pass over all events) would not. With a grace
+        // longer than that, the clocks follow event time only, as replay's does, until the
+        // last workers, which run with the usual grace and fire what is left.
+        let eventTimeOnly = ["HERALD_GRACE": "3650d"]
+        var trigger = try pipeline.startWorker("herald-trigger", overrides: eventTimeOnly)
+        var shaper = try pipeline.startWorker("herald-shaper", overrides: eventTimeOnly)
         try pipeline.startWorker("herald-sink")
         // Four rounds: a quarter of the traffic, then — as soon as each worker has
         // checkpointed some of it, with more still in memory — both are killed without
@@ -43,22 +49,23 @@ import Testing
             let chunk = messages[(messages.count * round / rounds)..<(messages.count * (round + 1) / rounds)]
             for m in chunk { try producer.send(topic: m.topic.rawValue, key: m.key, value: m.value) }
             try producer.flush(timeout: .seconds(60))
-            guard round < rounds - 1 else { break }
             #expect(try pipeline.await(timeout: 60) {
                 try checkpointed(conn, pipeline.schema, group: "herald-trigger") > triggerBefore
                     && checkpointed(conn, pipeline.schema, group: "herald-shaper") > shaperBefore
             }, "no checkpoint in round \(round):\n\(pipeline.logs)")
+            if ProcessInfo.processInfo.environment["NOKILL"] != nil && round < rounds - 1 { continue }
             pipeline.kill9(trigger)
             pipeline.kill9(shaper)
             kills += 2
-            trigger = try pipeline.startWorker("herald-trigger")
-            shaper = try pipeline.startWorker("herald-shaper")
+            let last = round == rounds - 1
+            trigger = try pipeline.startWorker("herald-trigger", overrides: last ? [:] : eventTimeOnly)
+            shaper = try pipeline.startWorker("herald-shaper", overrides: last ? [:] : eventTimeOnly)
         }
-        #expect(kills == 6)
+        #expect(kills == 8)
         let done = try pipeline.await(timeout: 240) { try ReplayExpectation.live(conn, schema: pipeline.schema) == replay }
         let live = try ReplayExpectation.live(conn, schema: pipeline.schema)
         #expect(done, "rows differ from replay after kills: \(replay.differences(from: live))\n\(pipeline.logs)")
-        #expect(live == replay, "\(replay.differences(from: live))")
+        #expect(replay.differences(from: live) == "")
         #expect(try conn.execute("SELECT count(*) FROM \"\(pipeline.schema)\".dead_letters")[0, 0] == "0")
 
         // A SIGTERM'd worker checkpoints the end of its input and exits 0; Kafka sees the same offsets.

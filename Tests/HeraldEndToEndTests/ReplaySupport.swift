@@ -59,6 +59,7 @@ struct ReplayExpectation {
 
     /// Notifications that differ (missing or changed) and that are extra, a few of each.
     func differences(from live: ReplayExpectation) -> String {
+        if live == self { return "" }
         let missing = notifications.filter { live.notifications[$0.key] != $0.value }
         let extra = live.notifications.filter { notifications[$0.key] == nil }
         return "missing or changed \(missing.count): \(missing.prefix(5).map { "\($0.key) \($0.value) → \(live.notifications[$0.key] ?? "none")" }); "

@@ -124,7 +124,7 @@ import Testing
         let live = try ReplayExpectation.live(conn, schema: pipeline.schema)
         #expect(done, "live pipeline did not catch up: \(replay.differences(from: live))\n\(pipeline.logs)")
         #expect(live.notifications.count == expected.count)
-        #expect(live == replay, "\(replay.differences(from: live))")
+        #expect(replay.differences(from: live) == "")
         #expect(try conn.execute("SELECT count(*) FROM \(s).dead_letters")[0, 0] == "0")
     }
 

@@ -18,10 +18,13 @@ public enum ShaperStage {
 }
 
 /// One `Shaper` per partition number, advanced to the partition's watermark over
-/// `herald.candidates` (by `fired_at`) and `behavior` (by `occurred_at`), like
-/// `TriggerHandler`. Candidates wait until the watermark reaches their `fired_at`, so a
-/// preference change on a lagging `behavior` partition still applies in event-time order;
-/// merge windows close and deferred messages wake by the same watermark.
+/// `herald.candidates` (herald-trigger's clock, which it publishes there as
+/// `TriggerWatermark`) and `behavior` (by `occurred_at`, or the wall clock when caught up),
+/// like `TriggerHandler`. Candidates wait until the watermark reaches their `fired_at` and
+/// are shaped in `fired_at` order, so a timer's candidate published after a newer one is
+/// still shaped first, and a preference change on a lagging `behavior` partition still
+/// applies in event-time order; merge windows close and deferred messages wake by the same
+/// watermark.
 final class ShaperHandler: StageHandler {
     let rules: RuleSet
     let topics: TopicNames
@@ -41,7 +44,8 @@ final class ShaperHandler: StageHandler {
         self.topics = topics
         self.grace = grace
         self.logger = logger
-        self.clocks = PartitionClocks(topics: [topics.candidates, topics.behavior], grace: grace)
+        self.clocks = PartitionClocks(topics: [topics.candidates, topics.behavior], grace: grace,
+                                      announced: [topics.candidates])
     }
 
     func handle(_ message: KafkaMessage, progress positions: PartitionPositions, into out: inout [OutputRecord]) {
@@ -66,7 +70,13 @@ final class ShaperHandler: StageHandler {
             return
         }
         do throws(MessageDecodingError) {
-            if Conversion.kind(of: message.value) == "conversion" {
+            let kind = Conversion.kind(of: message.value)
+            if kind == TriggerWatermark.kind {
+                clocks.delivered(tp, at: try TriggerWatermark(json: message.value).time)
+                release(message.partition, wallClock: wallClock, into: &out)
+                return
+            }
+            if kind == "conversion" {
                 var conversion = try Conversion(json: message.value)
                 let p = partition(message.partition)
                 conversion.variant = conversion.variant
@@ -75,7 +85,6 @@ final class ShaperHandler: StageHandler {
                 return
             }
             let candidate = try Candidate(json: message.value)
-            clocks.delivered(tp, at: candidate.firedAt)
             var p = partition(message.partition)
             var i = p.waiting.count
             while i > 0, p.waiting[i - 1].firedAt > candidate.firedAt { i -= 1 }

@@ -6,11 +6,14 @@ import Logging
 /// A message a stage publishes.
 public struct OutputRecord: Sendable {
     public var topic: String
+    /// nil: chosen by the key.
+    public var partition: Int32?
     public var key: [UInt8]?
     public var value: [UInt8]
 
-    public init(topic: String, key: [UInt8]?, value: [UInt8]) {
+    public init(topic: String, partition: Int32? = nil, key: [UInt8]?, value: [UInt8]) {
         self.topic = topic
+        self.partition = partition
         self.key = key
         self.value = value
     }
@@ -225,7 +228,7 @@ final class StreamStage {
                 || batchStarted.map { ContinuousClock.now - $0 >= .milliseconds(100) } ?? true
             if batchDue { handler.tick(progress: positions, into: &outputs) }
             for o in outputs {
-                try producer.send(topic: o.topic, key: o.key, value: o.value)
+                try producer.send(topic: o.topic, partition: o.partition, key: o.key, value: o.value)
             }
             guard batchDue else { continue }
             producer.poll()
