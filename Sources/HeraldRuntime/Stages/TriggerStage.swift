@@ -33,8 +33,10 @@ final class TriggerHandler: StageHandler {
     private var triggerOutputs: [TriggerOutput] = []
     /// The clock last published per partition number, and when.
     private var published: [Int32: (time: Timestamp, at: ContinuousClock.Instant)] = [:]
-    /// Between two watermarks published while events flow (a tick always publishes).
+    /// Between two watermarks published while events flow, and while only the wall clock
+    /// moves them (idle partitions).
     static let watermarkInterval: Duration = .milliseconds(20)
+    static let idleWatermarkInterval: Duration = .milliseconds(200)
 
     init(rules: RuleSet, topics: TopicNames, grace: TimeSpan, logger: Logger) {
         self.rules = rules
@@ -67,7 +69,7 @@ final class TriggerHandler: StageHandler {
             engines[message.partition] = engine
             clocks.setCaughtUp(tp, positions.isCaughtUp(tp))
             publish(message.partition, &out)
-            publishWatermark(message.partition, clock: engine.clock, force: false, &out)
+            publishWatermark(message.partition, clock: engine.clock, idle: false, &out)
         }
     }
 
@@ -85,7 +87,7 @@ final class TriggerHandler: StageHandler {
             engine.advance(to: watermark, into: &triggerOutputs)
             engines[partition] = engine
             publish(partition, &out)
-            publishWatermark(partition, clock: engine.clock, force: true, &out)
+            publishWatermark(partition, clock: engine.clock, idle: true, &out)
         }
     }
 
@@ -129,13 +131,13 @@ final class TriggerHandler: StageHandler {
         }
     }
 
-    /// Publishes the partition's clock when it moved (at most every `watermarkInterval`
-    /// while events flow), after the candidates it covers.
-    private func publishWatermark(_ partition: Int32, clock: Timestamp?, force: Bool, _ out: inout [OutputRecord]) {
+    /// Publishes the partition's clock when it moved (at most every `watermarkInterval`),
+    /// after the candidates it covers.
+    private func publishWatermark(_ partition: Int32, clock: Timestamp?, idle: Bool, _ out: inout [OutputRecord]) {
         guard let clock else { return }
         let now = ContinuousClock.now
         if let last = published[partition] {
-            guard clock > last.time, force || now - last.at >= Self.watermarkInterval else { return }
+            guard clock > last.time, now - last.at >= (idle ? Self.idleWatermarkInterval : Self.watermarkInterval) else { return }
         }
         published[partition] = (clock, now)
         out.append(OutputRecord(topic: topics.candidates, partition: partition, key: nil,
