@@ -118,6 +118,13 @@ extension TriggerEngine {
 
         engine.seenEvents.currentStart = currentStart
         engine.seenEvents.previousStart = previousStart
+        var sizes = (current: 0, previous: 0)
+        for chunk in seen {
+            if chunk.generationStart == currentStart { sizes.current += chunk.hashes.count / 16 }
+            if chunk.generationStart == previousStart { sizes.previous += chunk.hashes.count / 16 }
+        }
+        engine.seenEvents.current.reserve(sizes.current)
+        engine.seenEvents.previous.reserve(sizes.previous)
         for chunk in seen {
             guard chunk.hashes.count % 16 == 0 else {
                 throw CheckpointDecodingError("seen-events chunk of \(chunk.hashes.count) bytes, not a multiple of 16")

@@ -199,9 +199,17 @@ struct HashSet128: Sendable {
         return out
     }
 
-    private mutating func grow() {
+    /// Makes room for `n` hashes at once. Restoring needs it: hashes listed in another
+    /// table's slot order and inserted into a table that grows on the way cluster badly.
+    mutating func reserve(_ n: Int) {
+        var size = max(64, slots.count)
+        while (n + 1) * 4 > size / 2 * 3 { size *= 2 }
+        if size > slots.count { grow(to: size) }
+    }
+
+    private mutating func grow(to size: Int? = nil) {
         let old = slots
-        slots = [UInt64](repeating: 0, count: max(64, old.count * 2))
+        slots = [UInt64](repeating: 0, count: size ?? max(64, old.count * 2))
         count = hasZero ? 1 : 0
         var k = 0
         while k < old.count {
