@@ -242,7 +242,19 @@ struct SinkWriter {
                 SELECT \(Self.columns) FROM herald_staged_notifications
                 ON CONFLICT (id, event_time) DO NOTHING
                 RETURNING id, event_time, shop_id, user_id, rule_id, variant, priority, status, reason, escalated, tags
-            ), \(countAndEscalate(rollup: "ins", delta: "count(*)", escalate: "ins")), done AS (
+            ), counted AS (
+                INSERT INTO \(s).rule_stats_minute AS r (minute, shop_id, rule_id, variant, status, reason, count)
+                SELECT date_trunc('minute', event_time), shop_id, rule_id, coalesce(variant, ''), status,
+                       coalesce(reason, ''), count(*)
+                FROM ins GROUP BY 1, 2, 3, 4, 5, 6
+                ON CONFLICT (minute, shop_id, rule_id, variant, status, reason)
+                    DO UPDATE SET count = r.count + excluded.count
+            ), escalated AS (
+                INSERT INTO \(s).escalations (notification_id, shop_id, user_id, rule_id, priority, tags, event_time)
+                SELECT id, shop_id, user_id, rule_id, priority, tags, event_time FROM ins
+                WHERE status = 'sent' AND escalated
+                ON CONFLICT (notification_id) DO NOTHING
+            ), done AS (
                 DELETE FROM herald_staged_notifications st USING ins
                 WHERE st.id = ins.id AND st.event_time = ins.event_time
             )
@@ -274,31 +286,22 @@ struct SinkWriter {
                 UNION ALL
                 SELECT p.event_time, p.shop_id, p.rule_id, p.variant, p.status, p.reason, -1
                 FROM prev p JOIN up USING (id, event_time)
-            ), \(countAndEscalate(rollup: "delta", delta: "sum(d)", escalate: "up"))
-            SELECT count(*) FROM up
-            """)
-        return inserted + (Int(r[0, 0] ?? "0") ?? 0)
-    }
-
-    /// Two CTEs, `counted` and `escalated`: `rollup`'s rows (summing `delta`) added to
-    /// `rule_stats_minute`, and an escalation for each `sent`, `escalated` row of `escalate`.
-    private func countAndEscalate(rollup: String, delta: String, escalate: String) -> String {
-        let s = SQLIdentifier.quoted(schema)
-        return """
-            counted AS (
+            ), counted AS (
                 INSERT INTO \(s).rule_stats_minute AS r (minute, shop_id, rule_id, variant, status, reason, count)
                 SELECT date_trunc('minute', event_time), shop_id, rule_id, coalesce(variant, ''), status,
-                       coalesce(reason, ''), \(delta)
-                FROM \(rollup) GROUP BY 1, 2, 3, 4, 5, 6 HAVING \(delta) <> 0
+                       coalesce(reason, ''), sum(d)
+                FROM delta GROUP BY 1, 2, 3, 4, 5, 6 HAVING sum(d) <> 0
                 ON CONFLICT (minute, shop_id, rule_id, variant, status, reason)
                     DO UPDATE SET count = r.count + excluded.count
             ), escalated AS (
                 INSERT INTO \(s).escalations (notification_id, shop_id, user_id, rule_id, priority, tags, event_time)
-                SELECT id, shop_id, user_id, rule_id, priority, tags, event_time FROM \(escalate)
+                SELECT id, shop_id, user_id, rule_id, priority, tags, event_time FROM up
                 WHERE status = 'sent' AND escalated
                 ON CONFLICT (notification_id) DO NOTHING
             )
-            """
+            SELECT count(*) FROM up
+            """)
+        return inserted + (Int(r[0, 0] ?? "0") ?? 0)
     }
 }
 
