@@ -98,7 +98,8 @@ public enum SinkStage {
         var nextPartitionCheck = clock.now + partitionCheckInterval
         // Batch k is written on the writer's thread while batch k+1 is polled and decoded
         // here; k's offsets are committed only once its transaction has committed.
-        let pipeline = SinkBatchWriter(conn: conn, writer: writer, config: config, logger: logger, stop: stop)
+        let pipeline = SinkBatchWriter(conn: conn, writer: writer, lanes: sink.writers, config: config, logger: logger,
+                                       stop: stop)
         let monitor = PartitionMonitor(consumer: consumer, logger: logger)
         var inFlight: (batch: SinkBatch, started: ContinuousClock.Instant)?
         func finishInFlight() throws {
