@@ -9,7 +9,8 @@ import Logging
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "herald-bench", abstract: "Herald benchmarks, each against a ceiling measured in the same run.",
-        subcommands: [SinkBench.self, TriggerLogicBench.self, TriggerBench.self, ShapeLogicBench.self, SoakCommand.self, ChaosCommand.self])
+        subcommands: [SinkBench.self, TriggerLogicBench.self, TriggerBench.self, ShapeLogicBench.self, CheckpointCodecBench.self,
+                      RestoreBench.self, SoakCommand.self, ChaosCommand.self])
 }
 
 /// Where every subcommand records its numbers.
@@ -228,9 +229,6 @@ struct ChaosCommand: ParsableCommand {
     @Option(help: "Stages to kill and scale, comma-separated: trigger, shaper, sink.")
     var disturb = "trigger,shaper,sink"
 
-    @Option(help: "herald-shaper's --grace, in whole seconds (herald-trigger keeps 5s).")
-    var shaperGrace = "15s"
-
     @Flag(help: "Send profile_updated events too (their order against orders events is not event time in herald-trigger).")
     var profileUpdates = false
 
@@ -244,8 +242,6 @@ struct ChaosCommand: ParsableCommand {
         o.seed = seed ?? UInt64.random(in: 1...999_999)
         o.actions = actions
         o.profileUpdates = profileUpdates
-        guard let grace = TimeSpan(parsing: shaperGrace), grace >= .zero else { throw ValidationError("--shaper-grace such as 15s") }
-        o.shaperGrace = grace
         o.disturb = try disturb.split(separator: ",").map { name in
             guard let stage = Chaos.Stage(rawValue: "herald-" + name.trimmingCharacters(in: .whitespaces)) else {
                 throw ValidationError("--disturb takes trigger, shaper and sink")
@@ -273,5 +269,85 @@ struct ChaosCommand: ParsableCommand {
         print("workers stopped with SIGTERM: \(r.stopCodes.count), exit status not 0: \(unclean.isEmpty ? "none" : "\(unclean)")")
         print(r.identical ? "IDENTICAL: rows equal replay's" : "DIFFERENT: rows differ from replay's")
         if !r.identical { throw ExitCode(1) }
+    }
+}
+
+struct RestoreBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "restore",
+        abstract: "A herald-trigger partition holding N users' state: checkpoint it to PostgreSQL, then claim, read and decode it as a new worker would.")
+
+    @Option(help: "Users with state.")
+    var users = 1_000_000
+
+    @Option(help: "Events that build the state (the trigger-logic traffic).")
+    var events = 3_000_000
+
+    @Option(help: "Rules file.")
+    var rules = "deploy/rules/herald.yaml"
+
+    @OptionGroup var output: ReportOptions
+
+    func run() throws {
+        guard let conninfo = ProcessInfo.processInfo.environment["HERALD_POSTGRES"] else {
+            throw ValidationError("set HERALD_POSTGRES (scripts/bench does)")
+        }
+        let ruleSet = try RulesFiles.load(rules)
+        var logger = Logger(label: "herald-bench")
+        logger.logLevel = .warning
+        let r = try withLargeStack {
+            try RestoreBenchmark(rules: ruleSet, users: users, events: events, conninfo: conninfo, logger: logger).run()
+        }
+        print(String(format: "%d users, %.0f bytes of state each on average", r.users, Double(r.stateBytes) / Double(max(r.users, 1))))
+        print(String(format: "checkpoint (all users): %.2f s", r.saveSeconds))
+        print(String(format: "restore: %.2f s (read %.2f s, decode %.2f s; target < 10 s for 1,000,000 users)",
+                     r.restoreSeconds, r.loadSeconds, r.decodeSeconds))
+        try output.record([
+            "restore_users": r.users, "restore_s": (r.restoreSeconds * 100).rounded() / 100,
+            "restore_read_s": (r.loadSeconds * 100).rounded() / 100, "restore_decode_s": (r.decodeSeconds * 100).rounded() / 100,
+            "checkpoint_bytes_per_user": (Double(r.stateBytes) / Double(max(r.users, 1))).rounded(),
+            "checkpoint_all_s": (r.saveSeconds * 100).rounded() / 100,
+        ])
+    }
+}
+
+struct CheckpointCodecBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "checkpoint-codec",
+        abstract: "Encoding every user's trigger state after the trigger-logic workload, and restoring an engine from it (no I/O).")
+
+    @Option(help: "Events to process before the checkpoint.")
+    var events = 3_000_000
+
+    @Option(help: "Distinct users.")
+    var users = 1_000_000
+
+    @Option(help: "Rules file.")
+    var rules = "deploy/rules/herald.yaml"
+
+    func run() throws {
+        let ruleSet = try RulesFiles.load(rules)
+        var engine = TriggerEngine(rules: ruleSet)
+        for (topic, bytes) in TriggerLogicBenchmark.generate(events: events, users: users) {
+            let e = try EventDecoder.decode(bytes, topic: topic).get()
+            _ = engine.advance(to: e.occurredAt)
+            _ = engine.process(e)
+        }
+        let clock = ContinuousClock()
+        var records: [UserStateRecord] = []
+        let encode = clock.measure { records = engine.takeDirtyStates() }
+        let seen = engine.takeNewSeenEvents()
+        let meta = engine.encodeMeta()
+        let bytes = records.reduce(0) { $0 + ($1.state?.count ?? 0) }
+        var restored: TriggerEngine?
+        let decode = try clock.measure {
+            restored = try TriggerEngine.restore(rules: ruleSet, meta: meta, users: records, seen: seen)
+        }
+        func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
+        print(String(format: "%d users, %.1f bytes of state per user on average, %d timers, %d seen-event hashes",
+                     records.count, Double(bytes) / Double(max(records.count, 1)), restored?.timerCount ?? 0,
+                     seen.reduce(0) { $0 + $1.hashes.count } / 16))
+        print(String(format: "encode (takeDirtyStates): %.0f users/s (%.2f s)", Double(records.count) / seconds(encode), seconds(encode)))
+        print(String(format: "restore (users, timers, seen set): %.0f users/s (%.2f s)", Double(records.count) / seconds(decode), seconds(decode)))
     }
 }

@@ -37,14 +37,6 @@ public struct Chaos {
         /// so a profile change a moment before an order can miss that order's candidate live
         /// and not in replay (its time zone then decides quiet hours), with or without chaos.
         public var profileUpdates = false
-        /// herald-shaper's `--grace` (herald-trigger keeps the default 5 s). A caught-up
-        /// shaper moves its clock to the wall clock less its grace; with the trigger's grace,
-        /// that clock passes a due time the moment the trigger fires the candidates due then,
-        /// so they reach the shaper after it has already closed merge windows and woken
-        /// deferred messages of later times, and a frequency cap or dedupe can decide
-        /// differently from replay. A larger shaper grace gives the trigger→shaper hop that
-        /// much time; it does not cover a herald-trigger that is down longer.
-        public var shaperGrace = TimeSpan.seconds(15)
 
         public init() {}
     }
@@ -327,8 +319,7 @@ public struct Chaos {
         var live: [Stage: [ManagedProcess]] = [:]
         var counts: [Stage: StageCounts] = [:]
         func start(_ stage: Stage) throws -> ManagedProcess {
-            let w = try pipeline.startWorker(stage.rawValue, overrides: stage == .shaper
-                ? ["HERALD_GRACE": "\(options.shaperGrace.microseconds / 1_000_000)s"] : [:])
+            let w = try pipeline.startWorker(stage.rawValue)
             live[stage, default: []].append(w)
             return w
         }
@@ -454,7 +445,7 @@ public struct Chaos {
         // Drain: the live clocks (wall clock less the grace) past the cutoff, every stage's
         // committed offsets at the end of its input, and the rows as replay has them.
         let drainStart = Date()
-        let grace = max(TimeSpan.seconds(5), options.shaperGrace)
+        let grace = TimeSpan.seconds(5)
         var got = PipelineRows()
         let settled = try pipeline.await(timeout: 300, every: 1) {
             guard Timestamp.now - grace > cutoff, lag.drained else { return false }
