@@ -135,8 +135,12 @@ import Testing
         let conn = try pipeline.connect()
         let lag = try StageLag(pipeline)
         var got = PipelineRows()
+        var ends: [String: [TopicPartition: Int64]]?
         let done = try pipeline.await(timeout: 240, every: 1) {
-            guard Timestamp.now - .seconds(5) > cutoff, lag.drained else { return false }
+            guard Timestamp.now - .seconds(5) > cutoff else { return false }
+            let marks = ends ?? lag.ends()
+            ends = marks
+            guard lag.reached(marks) else { return false }
             got = try PipelineRows.read(conn, schema: pipeline.schema)
             return got == expected
         }

@@ -40,4 +40,29 @@ public final class StageLag {
 
     /// Every stage has committed the end of its input.
     public var drained: Bool { perStage().values.allSatisfy { $0 == 0 } }
+
+    /// Each stage's input partitions and their high watermarks now.
+    public func ends() -> [String: [TopicPartition: Int64]] {
+        var out: [String: [TopicPartition: Int64]] = [:]
+        for stage in stages {
+            for t in stage.inputs {
+                for p in 0..<Int32(partitions) {
+                    let tp = TopicPartition(t, p)
+                    out[stage.name, default: [:]][tp] = (try? stage.reader.watermarks(tp, timeout: .seconds(5)).high) ?? Int64.max
+                }
+            }
+        }
+        return out
+    }
+
+    /// Every stage has committed at least `ends` (from `ends()`): what was in its input
+    /// then is processed. Unlike `drained` it holds while herald-trigger keeps publishing
+    /// its clock on herald.candidates.
+    public func reached(_ ends: [String: [TopicPartition: Int64]]) -> Bool {
+        stages.allSatisfy { stage in
+            guard let marks = ends[stage.name] else { return false }
+            let committed = (try? stage.reader.committed(Array(marks.keys), timeout: .seconds(5))) ?? [:]
+            return marks.allSatisfy { tp, end in (committed[tp] ?? 0) >= end }
+        }
+    }
 }

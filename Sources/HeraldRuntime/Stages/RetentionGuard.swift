@@ -31,6 +31,13 @@ final class RetentionGuard {
         self.logger = logger
     }
 
+    /// The stage starts `tp` at `offset` (a checkpoint's) rather than at the offset committed
+    /// to Kafka, which may be older (the Kafka commit follows the checkpoint and can fail):
+    /// what lies between was processed, not lost. A negative offset (the beginning) expects nothing.
+    func start(_ tp: TopicPartition, at offset: Int64) {
+        expected[tp] = .some(offset >= 0 ? offset : nil)
+    }
+
     /// Partitions revoked: their next owner (maybe this worker again) reads the committed offset afresh.
     func forget(_ partitions: [TopicPartition]) {
         for p in partitions { expected[p] = nil }

@@ -329,6 +329,7 @@ final class StreamStage {
                 for tp in partitions where tp.partition == p {
                     let offset = owned.next[tp.topic] ?? KafkaConsumer.offsetBeginning
                     start[tp] = offset
+                    own.retention?.start(tp, at: offset)
                     if offset >= 0 { own.positions?.start(tp, at: offset) }
                 }
             }
