@@ -46,25 +46,8 @@ public struct Soak {
         try pipeline.startWorkers()
         let producer = try pipeline.producer()
         let topics = TopicNames()
-        let stages: [(name: String, inputs: [String])] = [
-            ("herald-trigger", [topics.orders, topics.behavior]), ("herald-shaper", [topics.candidates, topics.behavior]),
-            ("herald-sink", [topics.outcomes, topics.deadletter]),
-        ]
-        let readers = try stages.map { try KafkaOffsetReader(config: KafkaClientConfig(brokers: pipeline.bootstrapServers), groupID: $0.name, logger: logger) }
-        func lag() -> [String: Int64] {
-            var out: [String: Int64] = [:]
-            for (i, stage) in stages.enumerated() {
-                let tps = stage.inputs.flatMap { t in (0..<Int32(partitions)).map { TopicPartition(t, $0) } }
-                let committed = (try? readers[i].committed(tps, timeout: .seconds(5))) ?? [:]
-                var total: Int64 = 0
-                for tp in tps {
-                    let high = (try? readers[i].watermarks(tp, timeout: .seconds(5)).high) ?? 0
-                    total += max(0, high - (committed[tp] ?? 0))
-                }
-                out[stage.name] = total
-            }
-            return out
-        }
+        let stageLag = try StageLag(pipeline: pipeline)
+        func lag() -> [String: Int64] { stageLag.lag() }
         func sample(_ started: Date) -> Sample {
             var rss: [String: Double] = [:]
             for w in pipeline.workers { rss[w.name] = Double(ProcessMemory.residentBytes(pid: w.pid)) / 1_048_576 }

@@ -1,0 +1,116 @@
+import Foundation
+import HeraldCore
+import HeraldKafka
+import Logging
+
+/// What the benchmarks that run the whole pipeline as processes share: topic sizing for the
+/// mock broker's retention, its check, stage lag, and producing at a fixed rate.
+public enum LiveBench {
+    /// Partitions per topic so that `bytes` spread over them stay under 2 MiB each: the mock
+    /// broker keeps only the newest ~5 MiB of a partition.
+    public static func partitions(forBytes bytes: Int, minimum: Int = 8) -> Int {
+        var p = minimum
+        while bytes / p > 2 << 20 { p *= 2 }
+        return p
+    }
+
+    /// Every partition of `topics` still holds its first message (low watermark 0); a run
+    /// that lost data to the broker's retention is invalid, not fast. The high watermarks.
+    @discardableResult
+    public static func checkNothingDropped(_ reader: KafkaOffsetReader, topics: [String], partitions: Int) throws
+        -> [TopicPartition: Int64]
+    {
+        var highs: [TopicPartition: Int64] = [:]
+        for t in topics {
+            for p in 0..<Int32(partitions) {
+                let tp = TopicPartition(t, p)
+                let w = try reader.watermarks(tp, timeout: .seconds(10))
+                guard w.low == 0 else {
+                    throw WorkerError.configuration("\(tp) dropped \(w.low) messages to the broker's retention: invalid run")
+                }
+                highs[tp] = w.high
+            }
+        }
+        return highs
+    }
+
+    /// Seconds since `start` on the monotonic clock.
+    static func seconds(since start: ContinuousClock.Instant) -> Double {
+        (ContinuousClock.now - start) / .seconds(1)
+    }
+}
+
+/// Messages not yet committed by each stage's consumer group, summed over its inputs.
+public final class StageLag {
+    public let stages: [(name: String, inputs: [String])]
+    let partitions: Int
+    private let readers: [KafkaOffsetReader]
+    private let watermarks: KafkaOffsetReader
+
+    public init(pipeline: LocalPipeline, stages names: [String] = ["herald-trigger", "herald-shaper", "herald-sink"]) throws {
+        let topics = TopicNames()
+        let inputs: [String: [String]] = [
+            "herald-trigger": [topics.orders, topics.behavior], "herald-shaper": [topics.candidates, topics.behavior],
+            "herald-sink": [topics.outcomes, topics.deadletter],
+        ]
+        stages = names.map { ($0, inputs[$0] ?? []) }
+        partitions = pipeline.partitions
+        let config = KafkaClientConfig(brokers: pipeline.bootstrapServers)
+        readers = try stages.map { try KafkaOffsetReader(config: config, groupID: $0.name, logger: pipeline.logger) }
+        watermarks = try KafkaOffsetReader(config: config, groupID: "herald-bench-lag", logger: pipeline.logger)
+    }
+
+    public func lag() -> [String: Int64] {
+        var out: [String: Int64] = [:]
+        var highs: [TopicPartition: Int64] = [:]
+        for (i, stage) in stages.enumerated() {
+            let tps = stage.inputs.flatMap { t in (0..<Int32(partitions)).map { TopicPartition(t, $0) } }
+            let committed = (try? readers[i].committed(tps, timeout: .seconds(5))) ?? [:]
+            var total: Int64 = 0
+            for tp in tps {
+                if highs[tp] == nil { highs[tp] = (try? watermarks.watermarks(tp, timeout: .seconds(5)).high) ?? 0 }
+                total += max(0, highs[tp]! - (committed[tp] ?? 0))
+            }
+            out[stage.name] = total
+        }
+        return out
+    }
+
+    public var isDrained: Bool { lag().values.allSatisfy { $0 == 0 } }
+}
+
+/// Produces events at a fixed rate: every millisecond it sends what is due, each event
+/// stamped (`occurred_at`) with the wall clock just before it is handed to the producer.
+struct PacedProducer {
+    let producer: KafkaProducer
+    let topics = TopicNames()
+
+    /// Sends `rate` events a second for up to `seconds` (or until `stop` says so; it is
+    /// asked every `checkEvery` seconds); `make` builds each event for its time and `sent`
+    /// sees it after the send. The number sent.
+    @discardableResult
+    func run(rate: Int, seconds: Double, checkEvery: Double = 1, stop: () throws -> Bool = { false },
+             make: (Timestamp) -> BenchTraffic.Message, sent: (BenchTraffic.Message) -> Void = { _ in }) throws -> Int {
+        let start = ContinuousClock.now
+        let total = Int(Double(rate) * seconds)
+        var count = 0
+        var nextCheck = checkEvery
+        while count < total {
+            let elapsed = LiveBench.seconds(since: start)
+            let due = min(total, Int(elapsed * Double(rate)) + 1)
+            while count < due {
+                let m = make(.now)
+                try producer.send(topic: m.topic == .orders ? topics.orders : topics.behavior, key: m.user, value: m.value)
+                sent(m)
+                count += 1
+            }
+            producer.poll()
+            if elapsed >= nextCheck {
+                nextCheck += checkEvery
+                if try stop() { break }
+            }
+            Thread.sleep(forTimeInterval: 0.001)
+        }
+        return count
+    }
+}
