@@ -113,16 +113,27 @@ struct TriggerBench: ParsableCommand {
     @Option(help: "Log level.")
     var logLevel = "warning"
 
+    @Option(name: .customLong("trigger-env"), help: "NAME=VALUE added to herald-trigger's environment, repeatable (e.g. HERALD_BATCH_SIZE=20000).")
+    var triggerEnvironment: [String] = []
+
     @OptionGroup var output: ReportOptions
 
     func run() throws {
         HeraldLogging.bootstrap(level: logLevel)
-        let r = try TriggerThroughputBenchmark(events: events, users: users, rulesPath: rules,
+        var env: [String: String] = [:]
+        for entry in triggerEnvironment {
+            guard let eq = entry.firstIndex(of: "=") else { throw ValidationError("--trigger-env takes NAME=VALUE") }
+            env[String(entry[..<eq])] = String(entry[entry.index(after: eq)...])
+        }
+        let load = LoadAverage.text
+        let r = try TriggerThroughputBenchmark(events: events, users: users, rulesPath: rules, workerEnvironment: env,
                                                logger: Logger(label: "herald-bench")).run()
         print(String(format: "consume ceiling: %.0f events/s (%.2f s, %d partitions per topic)", r.consumeCeilingEPS, r.consumeSeconds, r.partitions))
         print(String(format: "herald-trigger:  %.0f events/s (%.2f s)", r.triggerEPS, r.triggerSeconds))
         print(String(format: "trigger_ratio:   %.3f (target ≥ 0.5)", r.triggerRatio))
+        print("load average at the start: \(load)")
         try output.record([
+            "trigger_load_average": load,
             "consume_ceiling_eps": r.consumeCeilingEPS.rounded(), "trigger_eps": r.triggerEPS.rounded(),
             "trigger_ratio": (r.triggerRatio * 1000).rounded() / 1000, "trigger_events": r.events,
             "trigger_partitions": r.partitions,
@@ -190,13 +201,20 @@ struct EndToEndBench: ParsableCommand {
                      Double(r.events) / r.seconds, r.partitions))
         print("rows of \(r.rules.joined(separator: ", ")): \(r.rows) measured, \(r.updatedRows) left out (updated after their first write)")
         print(String(format: "e2e latency: p50 %.1f ms, p99 %.1f ms (target ≤ 100), max %.1f ms", r.p50, r.p99, r.max))
+        var values: [String: Any] = [:]
+        for st in r.stages {
+            print("  \(st.stage): " + String(format: "p50 %.0f ms, p99 %.0f ms", st.p50, st.p99))
+            let key = st.stage.replacingOccurrences(of: "herald-", with: "")
+            values["e2e_\(key)_p50_ms"] = st.p50.rounded()
+            values["e2e_\(key)_p99_ms"] = st.p99.rounded()
+        }
         print("load average at the start: \(load)")
-        try output.record([
+        try output.record(values.merging([
             "e2e_p50_ms": (r.p50 * 10).rounded() / 10, "e2e_p99_ms": (r.p99 * 10).rounded() / 10,
             "e2e_max_ms": (r.max * 10).rounded() / 10, "e2e_rows": r.rows, "e2e_rate_eps": rate,
             "e2e_seconds": (r.seconds * 10).rounded() / 10, "e2e_partitions": r.partitions, "e2e_load_average": load,
             "e2e_sink_flush_interval": sinkFlushInterval ?? "default (200ms)",
-        ])
+        ]) { _, new in new })
     }
 }
 
@@ -241,7 +259,7 @@ struct BurstBench: ParsableCommand {
         print(String(format: "max PostgreSQL rows/s: %d in one second, %.0f averaged over 10 s (cap %d)",
                      r.maxRowsPerSecond, r.maxRowsPerSecond10s, cap))
         print(String(format: "drained %.1f s after the burst", r.drainSeconds))
-        for (k, v) in r.peakRSSMiB.sorted(by: { $0.key < $1.key }) { print(String(format: "peak RSS %@: %.0f MiB", k, v)) }
+        for (k, v) in r.peakRSSMiB.sorted(by: { $0.key < $1.key }) { print("peak RSS \(k): " + String(format: "%.0f MiB", v)) }
         print("load average at the start: \(load)")
         var values: [String: Any] = [
             "burst_lost": r.lost, "burst_unexpected": r.unexpected, "burst_expected": r.expected,

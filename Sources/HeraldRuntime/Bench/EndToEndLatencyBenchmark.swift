@@ -31,6 +31,9 @@ public struct EndToEndLatencyBenchmark {
         public var p99: Double
         public var max: Double
         public var rules: [String]
+        /// p50 and p99 in ms of each stage's share, by stage: herald-trigger (event produced →
+        /// candidate produced), herald-shaper (→ outcome produced), herald-sink (→ committed).
+        public var stages: [(stage: String, p50: Double, p99: Double)]
     }
 
     public var rate: Int
@@ -112,8 +115,55 @@ public struct EndToEndLatencyBenchmark {
             """, ["{" + immediate.joined(separator: ",") + "}", start.rfc3339])
         let rows = Int(r[0, 0] ?? "0") ?? 0
         guard rows > 0 else { throw WorkerError.configuration("no rows of the immediate rules \(immediate) were written") }
+        let stages = try breakdown(pipeline: pipeline, conn: conn, immediate: immediate, since: start)
         return Result(events: sent, seconds: elapsed, partitions: parts, rows: rows, updatedRows: Int(r[0, 1] ?? "0") ?? 0,
                       p50: Double(r[0, 2] ?? "") ?? .nan, p99: Double(r[0, 3] ?? "") ?? .nan,
-                      max: Double(r[0, 4] ?? "") ?? .nan, rules: immediate)
+                      max: Double(r[0, 4] ?? "") ?? .nan, rules: immediate, stages: stages)
+    }
+
+    /// Where the time goes: the Kafka timestamps (CreateTime, ms: set when a stage hands the
+    /// message to its producer) of each measured row's candidate and outcome.
+    func breakdown(pipeline: LocalPipeline, conn: PostgresConnection, immediate: [String], since start: Timestamp) throws
+        -> [(stage: String, p50: Double, p99: Double)]
+    {
+        let s = SQLIdentifier.quoted(pipeline.schema)
+        var rows: [String: (event: Double, commit: Double)] = [:]
+        for r in try conn.execute("""
+            SELECT id, extract(epoch FROM event_time) * 1000, extract(epoch FROM pg_xact_commit_timestamp(xmin)) * 1000
+            FROM \(s).notifications
+            WHERE rule_id = ANY($1::text[]) AND event_time >= $2::timestamptz AND created_at = updated_at
+            """, ["{" + immediate.joined(separator: ",") + "}", start.rfc3339]).rows {
+            if let id = r[0], let e = r[1].flatMap(Double.init), let c = r[2].flatMap(Double.init) { rows[id] = (e, c) }
+        }
+        let topics = TopicNames()
+        var produced: [String: [String: Double]] = [topics.candidates: [:], topics.outcomes: [:]]
+        let consumer = try KafkaConsumer(config: KafkaClientConfig(brokers: pipeline.bootstrapServers),
+                                         groupID: "herald-bench-breakdown", topics: [topics.candidates, topics.outcomes],
+                                         logger: logger)
+        defer { consumer.close() }
+        var idle = 0
+        while idle < 20 {
+            let batch = try consumer.poll(maxMessages: 5000, timeout: .milliseconds(250))
+            idle = batch.isEmpty ? idle + 1 : 0
+            for m in batch {
+                guard let ms = m.timestampMs else { continue }
+                let id = m.topic == topics.candidates ? (try? Candidate(json: m.value))?.id : (try? Outcome(json: m.value))?.notificationID
+                if let id, rows[id] != nil { produced[m.topic]![id] = Double(ms) }
+            }
+            if produced.values.allSatisfy({ $0.count == rows.count }) { break }
+        }
+        var trigger: [Double] = [], shaper: [Double] = [], sink: [Double] = []
+        for (id, row) in rows {
+            guard let c = produced[topics.candidates]![id], let o = produced[topics.outcomes]![id] else { continue }
+            trigger.append(c - row.event)
+            shaper.append(o - c)
+            sink.append(row.commit - o)
+        }
+        func p(_ xs: [Double], _ q: Double) -> Double {
+            let sorted = xs.sorted()
+            return sorted.isEmpty ? .nan : sorted[min(sorted.count - 1, Int(Double(sorted.count) * q))]
+        }
+        return [("herald-trigger", p(trigger, 0.5), p(trigger, 0.99)), ("herald-shaper", p(shaper, 0.5), p(shaper, 0.99)),
+                ("herald-sink", p(sink, 0.5), p(sink, 0.99))]
     }
 }
