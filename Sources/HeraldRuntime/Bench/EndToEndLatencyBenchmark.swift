@@ -65,15 +65,11 @@ public struct EndToEndLatencyBenchmark {
     public func run() throws -> Result {
         let ruleSet = try RulesFiles.load(rulesPath)
         let immediate = Self.immediateRules(ruleSet)
-        let text = try String(contentsOfFile: rulesPath, encoding: .utf8)
         let parts = LiveBench.partitions(forBytes: Int(Double(rate) * (seconds + warmup)) * 260 / 2)
-        let pg = try ThrowawayPostgres(settings: ["track_commit_timestamp": "on"])
-        let pipeline = try LocalPipeline(rules: text, partitions: parts, postgres: pg, logger: logger)
+        let pipeline = try LiveBench.startPipeline(rulesPath: rulesPath, partitions: parts,
+                                                   sinkArguments: sinkFlushInterval.map { ["--flush-interval", $0] } ?? [],
+                                                   logger: logger)
         defer { pipeline.stop() }
-        try pipeline.startInfrastructure()
-        try pipeline.startWorker("herald-trigger")
-        try pipeline.startWorker("herald-shaper")
-        try pipeline.startWorker("herald-sink", arguments: sinkFlushInterval.map { ["--flush-interval", $0] } ?? [])
         let lag = try StageLag(pipeline: pipeline)
         let producer = try PacedProducer(producer: pipeline.producer())
         var traffic = BenchTraffic(users: users)
@@ -94,11 +90,7 @@ public struct EndToEndLatencyBenchmark {
         guard try pipeline.await(timeout: 300, every: 0.5, { lag.isDrained }) else {
             throw WorkerError.configuration("the pipeline did not drain in 300 s:\n\(pipeline.logs)")
         }
-        let topics = TopicNames()
-        let reader = try KafkaOffsetReader(config: KafkaClientConfig(brokers: pipeline.bootstrapServers),
-                                           groupID: "herald-bench-e2e", logger: logger)
-        try LiveBench.checkNothingDropped(reader, topics: [topics.orders, topics.behavior, topics.candidates, topics.outcomes],
-                                          partitions: parts)
+        try LiveBench.checkPipelineTopics(pipeline)
 
         let conn = try pipeline.connect()
         let s = SQLIdentifier.quoted(pipeline.schema)

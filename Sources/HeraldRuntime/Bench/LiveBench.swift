@@ -34,6 +34,36 @@ public enum LiveBench {
         return highs
     }
 
+    /// The whole pipeline as release processes — a `herald broker`, a throwaway PostgreSQL
+    /// that records commit timestamps (`track_commit_timestamp = on`, for
+    /// `pg_xact_commit_timestamp(xmin)`), herald-trigger, herald-shaper and herald-sink (with
+    /// `sinkArguments`) — with the rules file at `rulesPath`. The caller stops it.
+    static func startPipeline(rulesPath: String, partitions: Int, sinkArguments: [String] = [],
+                              logger: Logger) throws -> LocalPipeline {
+        let text = try String(contentsOfFile: rulesPath, encoding: .utf8)
+        let pg = try ThrowawayPostgres(settings: ["track_commit_timestamp": "on"])
+        let pipeline = try LocalPipeline(rules: text, partitions: partitions, postgres: pg, logger: logger)
+        do {
+            try pipeline.startInfrastructure()
+            try pipeline.startWorker("herald-trigger")
+            try pipeline.startWorker("herald-shaper")
+            try pipeline.startWorker("herald-sink", arguments: sinkArguments)
+        } catch {
+            pipeline.stop()
+            throw error
+        }
+        return pipeline
+    }
+
+    /// `checkNothingDropped` over every topic the pipeline writes or reads.
+    static func checkPipelineTopics(_ pipeline: LocalPipeline) throws {
+        let topics = TopicNames()
+        let reader = try KafkaOffsetReader(config: KafkaClientConfig(brokers: pipeline.bootstrapServers),
+                                           groupID: "herald-bench-watermarks", logger: pipeline.logger)
+        try checkNothingDropped(reader, topics: [topics.orders, topics.behavior, topics.candidates, topics.outcomes],
+                                partitions: pipeline.partitions)
+    }
+
     /// Seconds since `start` on the monotonic clock.
     static func seconds(since start: ContinuousClock.Instant) -> Double {
         (ContinuousClock.now - start) / .seconds(1)

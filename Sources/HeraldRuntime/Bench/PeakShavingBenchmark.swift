@@ -53,22 +53,17 @@ public struct PeakShavingBenchmark {
     }
 
     public func run() throws -> Result {
-        let text = try String(contentsOfFile: rulesPath, encoding: .utf8)
         var replay = Replay(rules: try RulesFiles.load(rulesPath))
         let burstRate = factor * cap
         let drainGuess = Double(burstRate - cap) * burstSeconds / Double(max(cap - steadyRate, 1))
         let events = Int(Double(burstRate) * burstSeconds + Double(steadyRate) * (2 * steadySeconds + drainGuess))
         // Outcomes (~600 bytes) are the largest messages; one per event.
         let parts = LiveBench.partitions(forBytes: events * 600)
-        let pg = try ThrowawayPostgres(settings: ["track_commit_timestamp": "on"])
-        let pipeline = try LocalPipeline(rules: text, partitions: parts, postgres: pg, logger: logger)
-        defer { pipeline.stop() }
-        try pipeline.startInfrastructure()
-        try pipeline.startWorker("herald-trigger")
-        try pipeline.startWorker("herald-shaper")
         // Under a cap, batches of a tenth of a second's budget keep the per-second rate even.
-        try pipeline.startWorker("herald-sink", arguments: ["--max-rows-per-second", String(cap),
-                                                            "--batch-size", String(max(1, cap / 10))])
+        let pipeline = try LiveBench.startPipeline(
+            rulesPath: rulesPath, partitions: parts,
+            sinkArguments: ["--max-rows-per-second", String(cap), "--batch-size", String(max(1, cap / 10))], logger: logger)
+        defer { pipeline.stop() }
         let producer = try PacedProducer(producer: pipeline.producer())
         var traffic = BenchTraffic(users: users, idPrefix: "pf")
         var rng = SplitMix64(seed: 8)
@@ -122,11 +117,7 @@ public struct PeakShavingBenchmark {
         }
         var peaks: [String: Double] = [:]
         for w in pipeline.workers { peaks[w.name] = Double(ProcessMemory.peakResidentBytes(pid: w.pid)) / 1_048_576 }
-        let topics = TopicNames()
-        let reader = try KafkaOffsetReader(config: KafkaClientConfig(brokers: pipeline.bootstrapServers),
-                                           groupID: "herald-bench-burst", logger: logger)
-        try LiveBench.checkNothingDropped(reader, topics: [topics.orders, topics.behavior, topics.candidates, topics.outcomes],
-                                          partitions: parts)
+        try LiveBench.checkPipelineTopics(pipeline)
 
         for case .outcome(let o) in replay.finish(until: .now - .seconds(30)) { expected.insert(o.notificationID) }
         var live = Set<String>()
