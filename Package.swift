@@ -1,6 +1,20 @@
 // swift-tools-version:6.0
 import PackageDescription
 
+// Every module a target imports, or whose value types it lays out through another
+// module's types, must be listed as its dependency, not reached transitively: SwiftPM
+// recompiles a target only when a DIRECT dependency's .swiftmodule changes. With
+// ["HeraldRuntime"] alone, adding stored properties to HeraldCore's TriggerEngine/Shaper
+// (issue 5) left Sources/herald/*.o compiled for the old, smaller `Replay` (0x230 bytes
+// instead of 0x271) while the new HeraldCore was linked in: `herald replay` wrote past
+// its stack slot and crashed releasing a neighbouring local (HeraldRuntime.swiftmodule,
+// the only listed input, is not rewritten when its own interface is unchanged).
+let executableDependencies: [Target.Dependency] = [
+    "HeraldRuntime", "HeraldCore", "HeraldKafka", "HeraldPostgres",
+    .product(name: "Logging", package: "swift-log"),
+    .product(name: "ArgumentParser", package: "swift-argument-parser"),
+]
+
 let package = Package(
     name: "herald",
     platforms: [.macOS(.v15)],
@@ -62,12 +76,12 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .executableTarget(name: "herald", dependencies: ["HeraldRuntime"]),
-        .executableTarget(name: "herald-trigger", dependencies: ["HeraldRuntime"]),
-        .executableTarget(name: "herald-shaper", dependencies: ["HeraldRuntime"]),
-        .executableTarget(name: "herald-sink", dependencies: ["HeraldRuntime"]),
+        .executableTarget(name: "herald", dependencies: executableDependencies),
+        .executableTarget(name: "herald-trigger", dependencies: executableDependencies),
+        .executableTarget(name: "herald-shaper", dependencies: executableDependencies),
+        .executableTarget(name: "herald-sink", dependencies: executableDependencies),
         // Benchmarks against ceilings measured in the same run; `scripts/bench`, never `scripts/test`.
-        .executableTarget(name: "herald-bench", dependencies: ["HeraldRuntime"]),
+        .executableTarget(name: "herald-bench", dependencies: executableDependencies),
         // Corpus/: the fuzzers' seeds, read through #filePath.
         .testTarget(name: "HeraldCoreTests", dependencies: ["HeraldCore"], exclude: ["Corpus"]),
         .testTarget(name: "HeraldKafkaTests", dependencies: ["HeraldKafka"]),

@@ -31,6 +31,9 @@ public final class KafkaConsumer {
         ("log.queue", "false"),
     ]
 
+    /// A start offset for `onRebalance`: the partition's oldest retained message.
+    public static let offsetBeginning: Int64 = -2  // RD_KAFKA_OFFSET_BEGINNING
+
     /// Subscribes `groupID` to `topics`.
     ///
     /// `onRebalance` is called synchronously inside `poll`/`close` on the polling

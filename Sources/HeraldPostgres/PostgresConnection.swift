@@ -116,6 +116,48 @@ public final class PostgresConnection: @unchecked Sendable {
         }
     }
 
+    /// Runs one query with `$1`… text parameters and asks for its result in binary format,
+    /// calling `row` with each row's raw column values (nil = NULL): `bytea` as its bytes,
+    /// `text` as UTF-8, integers big-endian. Returns the number of rows.
+    @discardableResult
+    public func queryBinary(_ sql: String, _ params: [String?] = [], row: ([[UInt8]?]) throws -> Void) throws -> Int {
+        for (index, value) in params.enumerated() where value?.utf8.contains(0) == true {
+            throw PostgresError(
+                sqlState: "22021",
+                message: "parameter $\(index + 1) contains a NUL character, which PostgreSQL text cannot hold"
+            )
+        }
+        let result = withCStringArray(params) { pointers in
+            PQexecParams(conn, sql, Int32(params.count), nil, pointers, nil, nil, 1)
+        }
+        guard let result else { throw connectionError() }
+        defer { PQclear(result) }
+        guard PQresultStatus(result) == PGRES_TUPLES_OK else {
+            if PQresultStatus(result) == PGRES_COMMAND_OK { return 0 }
+            throw error(from: result)
+        }
+        let rows = PQntuples(result), columns = PQnfields(result)
+        var values: [[UInt8]?] = []
+        values.reserveCapacity(Int(columns))
+        for r in 0..<rows {
+            values.removeAll(keepingCapacity: true)
+            for c in 0..<columns {
+                if PQgetisnull(result, r, c) == 1 {
+                    values.append(nil)
+                    continue
+                }
+                let length = Int(PQgetlength(result, r, c))
+                guard let base = PQgetvalue(result, r, c) else {
+                    values.append([])
+                    continue
+                }
+                values.append(Array(UnsafeRawBufferPointer(start: base, count: length)))
+            }
+            try row(values)
+        }
+        return Int(rows)
+    }
+
     /// Runs `body` between `BEGIN` and `COMMIT`; on a thrown error it rolls back and rethrows.
     /// Nested calls use savepoints, so an inner failure only undoes the inner block.
     public func transaction<T>(_ body: () throws -> T) throws -> T {

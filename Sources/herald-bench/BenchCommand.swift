@@ -10,7 +10,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "herald-bench", abstract: "Herald benchmarks, each against a ceiling measured in the same run.",
         subcommands: [SinkBench.self, TriggerLogicBench.self, TriggerBench.self, ShapeLogicBench.self, EndToEndBench.self,
-                      BurstBench.self, StateBench.self, SoakCommand.self])
+                      BurstBench.self, StateBench.self, CheckpointCodecBench.self, RestoreBench.self, SoakCommand.self])
 }
 
 /// Where every subcommand records its numbers.
@@ -354,5 +354,85 @@ struct SoakCommand: ParsableCommand {
         print("max lag: " + maxLag.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
         print("notifications replay expects: \(r.expected); lost: \(r.lost); unexpected: \(r.unexpected); dead letters: \(r.deadLetters)")
         if r.lost > 0 || r.unexpected > 0 { throw ExitCode(1) }
+    }
+}
+
+struct RestoreBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "restore",
+        abstract: "A herald-trigger partition holding N users' state: checkpoint it to PostgreSQL, then claim, read and decode it as a new worker would.")
+
+    @Option(help: "Users with state.")
+    var users = 1_000_000
+
+    @Option(help: "Events that build the state (the trigger-logic traffic).")
+    var events = 3_000_000
+
+    @Option(help: "Rules file.")
+    var rules = "deploy/rules/herald.yaml"
+
+    @OptionGroup var output: ReportOptions
+
+    func run() throws {
+        guard let conninfo = ProcessInfo.processInfo.environment["HERALD_POSTGRES"] else {
+            throw ValidationError("set HERALD_POSTGRES (scripts/bench does)")
+        }
+        let ruleSet = try RulesFiles.load(rules)
+        var logger = Logger(label: "herald-bench")
+        logger.logLevel = .warning
+        let r = try withLargeStack {
+            try RestoreBenchmark(rules: ruleSet, users: users, events: events, conninfo: conninfo, logger: logger).run()
+        }
+        print(String(format: "%d users, %.0f bytes of state each on average", r.users, Double(r.stateBytes) / Double(max(r.users, 1))))
+        print(String(format: "checkpoint (all users): %.2f s", r.saveSeconds))
+        print(String(format: "restore: %.2f s (read %.2f s, decode %.2f s; target < 10 s for 1,000,000 users)",
+                     r.restoreSeconds, r.loadSeconds, r.decodeSeconds))
+        try output.record([
+            "restore_users": r.users, "restore_s": (r.restoreSeconds * 100).rounded() / 100,
+            "restore_read_s": (r.loadSeconds * 100).rounded() / 100, "restore_decode_s": (r.decodeSeconds * 100).rounded() / 100,
+            "checkpoint_bytes_per_user": (Double(r.stateBytes) / Double(max(r.users, 1))).rounded(),
+            "checkpoint_all_s": (r.saveSeconds * 100).rounded() / 100,
+        ])
+    }
+}
+
+struct CheckpointCodecBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "checkpoint-codec",
+        abstract: "Encoding every user's trigger state after the trigger-logic workload, and restoring an engine from it (no I/O).")
+
+    @Option(help: "Events to process before the checkpoint.")
+    var events = 3_000_000
+
+    @Option(help: "Distinct users.")
+    var users = 1_000_000
+
+    @Option(help: "Rules file.")
+    var rules = "deploy/rules/herald.yaml"
+
+    func run() throws {
+        let ruleSet = try RulesFiles.load(rules)
+        var engine = TriggerEngine(rules: ruleSet)
+        for (topic, bytes) in TriggerLogicBenchmark.generate(events: events, users: users) {
+            let e = try EventDecoder.decode(bytes, topic: topic).get()
+            _ = engine.advance(to: e.occurredAt)
+            _ = engine.process(e)
+        }
+        let clock = ContinuousClock()
+        var records: [UserStateRecord] = []
+        let encode = clock.measure { records = engine.takeDirtyStates() }
+        let seen = engine.takeNewSeenEvents()
+        let meta = engine.encodeMeta()
+        let bytes = records.reduce(0) { $0 + ($1.state?.count ?? 0) }
+        var restored: TriggerEngine?
+        let decode = try clock.measure {
+            restored = try TriggerEngine.restore(rules: ruleSet, meta: meta, users: records, seen: seen)
+        }
+        func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
+        print(String(format: "%d users, %.1f bytes of state per user on average, %d timers, %d seen-event hashes",
+                     records.count, Double(bytes) / Double(max(records.count, 1)), restored?.timerCount ?? 0,
+                     seen.reduce(0) { $0 + $1.hashes.count } / 16))
+        print(String(format: "encode (takeDirtyStates): %.0f users/s (%.2f s)", Double(records.count) / seconds(encode), seconds(encode)))
+        print(String(format: "restore (users, timers, seen set): %.0f users/s (%.2f s)", Double(records.count) / seconds(decode), seconds(decode)))
     }
 }

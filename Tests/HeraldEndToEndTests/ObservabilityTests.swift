@@ -58,7 +58,8 @@ import Testing
         #expect(t.contains("# TYPE herald_checkpoint_duration_seconds histogram"))
 
         let s = try #require(scrape(pipeline, shaper)).body
-        #expect(PrometheusText.value(s, "herald_events_consumed_total", #"topic="herald.candidates""#) == 1000)
+        // 1000 candidates, and the trigger's clock (`TriggerWatermark`) between them.
+        #expect((PrometheusText.value(s, "herald_events_consumed_total", #"topic="herald.candidates""#) ?? 0) > 1000)
         #expect(PrometheusText.value(s, "herald_outcomes_total", #"status="sent",reason="""#) == 1000)
 
         #expect(PrometheusText.value(sinkText, "herald_events_consumed_total", #"topic="herald.outcomes""#) == 1000)

@@ -96,36 +96,13 @@ import Testing
 
         // Everything is in Kafka before the workers start: each partition is read in order.
         let producer = try pipeline.producer()
-        var lines: [UInt8] = []
-        for m in messages {
-            try producer.send(topic: m.topic.rawValue, key: m.key, value: m.value)
-            lines += Array(#"{"topic":"\#(m.topic.rawValue)","value":"#.utf8) + m.value + Array("}\n".utf8)
-        }
+        for m in messages { try producer.send(topic: m.topic.rawValue, key: m.key, value: m.value) }
         try producer.flush(timeout: .seconds(60))
-        let eventsFile = (pipeline.workDirectory as NSString).appendingPathComponent("events.jsonl")
-        let outFile = (pipeline.workDirectory as NSString).appendingPathComponent("outcomes.jsonl")
-        try Data(lines).write(to: URL(fileURLWithPath: eventsFile))
 
         // Replay, with the clock stopped where the live pipeline's is (now, less the grace).
-        let replay = try ManagedProcess(
-            name: "replay", executable: Executables.path("herald"),
-            arguments: ["replay", "--rules", pipeline.rulesPath, "--events", eventsFile, "--out", outFile,
-                        "--until", (Timestamp.now - .minutes(1)).rfc3339],
-            logDirectory: pipeline.workDirectory)
-        #expect(try pipeline.await(timeout: 120) { !replay.isRunning })
-        #expect(replay.exitCode == 0, "\(replay.log)")
-        var expected: [String: String] = [:]
-        var expectedConversions = Set<String>()
-        for line in try String(contentsOfFile: outFile, encoding: .utf8).split(separator: "\n") {
-            let bytes = Array(line.utf8)
-            if Conversion.kind(of: bytes) == "conversion" {
-                let c = try Conversion(json: bytes)
-                expectedConversions.insert("\(c.notificationID) \(c.goalEventID)")
-            } else {
-                let o = try Outcome(json: bytes)
-                expected[o.notificationID] = "\(o.ruleID) \(o.userID) \(o.status.rawValue) \(o.reason ?? "-") \(o.variant ?? "-") \(o.decidedAt.rfc3339)"
-            }
-        }
+        let replay = try ReplayExpectation.run(messages, pipeline: pipeline, until: .now - .minutes(1))
+        let expected = replay.notifications
+        let expectedConversions = replay.conversions
         let byRule = Dictionary(grouping: expected.values, by: { $0.split(separator: " ")[0] }).mapValues(\.count)
         // The workload exercises every rule.
         for rule in ["payment-failed", "cart-abandoned", "code-not-delivered", "login-risk", "first-purchase-guide",
@@ -142,30 +119,12 @@ import Testing
         try pipeline.startWorkers()
         let conn = try pipeline.connect()
         let s = "\"\(pipeline.schema)\""
-        func liveRows() throws -> [String: String] {
-            var live: [String: String] = [:]
-            for r in try conn.execute("""
-                SELECT id, rule_id, user_id, status, coalesce(reason, '-'), coalesce(variant, '-'), decided_at FROM \(s).notifications
-                """).rows {
-                let decided = Timestamp(rfc3339: r[6]!.replacingOccurrences(of: " ", with: "T").replacingOccurrences(of: "+00", with: "Z"))
-                live[r[0]!] = "\(r[1]!) \(r[2]!) \(r[3]!) \(r[4]!) \(r[5]!) \(decided?.rfc3339 ?? r[6]!)"
-            }
-            return live
-        }
         // Until every row has its final status (deferred ones wake as the shaper's clock passes them).
-        let done = try pipeline.await(timeout: 240) {
-            let c = Int(try conn.execute("SELECT count(*) FROM \(s).conversions")[0, 0]!)!
-            return try liveRows() == expected && c >= expectedConversions.count
-        }
-        #expect(done, "live pipeline did not catch up:\n\(pipeline.logs)")
-        let live = try liveRows()
-        #expect(live.count == expected.count)
-        let missing = expected.filter { live[$0.key] != $0.value }
-        let extra = live.filter { expected[$0.key] == nil }
-        #expect(missing.isEmpty, "\(missing.prefix(5))")
-        #expect(extra.isEmpty, "\(extra.prefix(5))")
-        let liveConversions = Set(try conn.execute("SELECT notification_id || ' ' || goal_event_id FROM \(s).conversions").rows.map { $0[0]! })
-        #expect(liveConversions == expectedConversions)
+        let done = try pipeline.await(timeout: 240) { try ReplayExpectation.live(conn, schema: pipeline.schema) == replay }
+        let live = try ReplayExpectation.live(conn, schema: pipeline.schema)
+        #expect(done, "live pipeline did not catch up: \(replay.differences(from: live))\n\(pipeline.logs)")
+        #expect(live.notifications.count == expected.count)
+        #expect(replay.differences(from: live) == "")
         #expect(try conn.execute("SELECT count(*) FROM \(s).dead_letters")[0, 0] == "0")
     }
 

@@ -31,6 +31,11 @@ import Testing
         Array(#"{"event_id":"\#(id)","type":"\#(type)","shop_id":"s1","user_id":"\#(user)","occurred_at":"\#(at)"\#(extra)}"#.utf8)
     }
 
+    /// herald-trigger's clock on the candidates partition.
+    func triggerAt(_ at: String) -> [UInt8] {
+        TriggerWatermark(time: Timestamp(rfc3339: at)!).json
+    }
+
     /// Feeds one message (nothing caught up: both topics have a backlog) and describes what came out.
     func feed(_ h: ShaperHandler, _ topic: String, _ value: [UInt8], offset: Int64) -> [String] {
         var out: [OutputRecord] = []
@@ -49,6 +54,7 @@ import Testing
         let h = try handler()
         #expect(feed(h, topics.candidates, candidate("c1", user: "u1", at: "2026-11-25T10:00:00Z"), offset: 0) == [])
         #expect(feed(h, topics.candidates, candidate("c2", user: "u2", at: "2026-11-25T10:01:00Z"), offset: 1) == [])
+        #expect(feed(h, topics.candidates, triggerAt("2026-11-25T10:01:00Z"), offset: 2) == [])
         // The opt-out happened before c1 but is read after it.
         #expect(feed(h, topics.behavior, behavior("preference_updated", user: "u1", at: "2026-11-25T09:30:00Z", id: "p1",
                                                   #","subscribed":false"#), offset: 0) == [])
@@ -63,9 +69,30 @@ import Testing
     @Test func caughtUpPartitionsReleaseByTheWallClockLessGrace() throws {
         let h = try handler()
         #expect(feed(h, topics.candidates, candidate("c1", user: "u1", at: "2026-11-25T11:59:50Z"), offset: 0) == [])
+        #expect(feed(h, topics.candidates, triggerAt("2026-11-25T11:59:54Z"), offset: 1) == [])
         var out: [OutputRecord] = []
         h.tick(assignment: [TopicPartition(topics.candidates, 0), TopicPartition(topics.behavior, 0)],
                caughtUp: { _ in true }, wallClock: wallClock, into: &out)
         #expect(out.compactMap { try? Outcome(json: $0.value) }.map { "\($0.notificationID) \($0.status.rawValue)" } == ["c1 sent"])
+    }
+
+    @Test func candidatesWaitForTheTriggersClockNotTheNewestFiredAt() throws {
+        let h = try handler()
+        // behavior is far ahead; the trigger publishes a candidate of a 10:05 event before the
+        // candidate of a timer due at 10:02 (its clock has not reached 10:02 yet).
+        #expect(feed(h, topics.behavior, behavior("page_view", user: "u9", at: "2026-11-25T11:00:00Z", id: "v1"), offset: 0) == [])
+        #expect(feed(h, topics.candidates, candidate("newer", user: "u1", at: "2026-11-25T10:05:00Z"), offset: 0) == [])
+        #expect(feed(h, topics.candidates, triggerAt("2026-11-25T10:00:00Z"), offset: 1) == [])
+        #expect(feed(h, topics.candidates, candidate("timer", user: "u1", at: "2026-11-25T10:02:00Z"), offset: 2) == [])
+        // Its clock passes both: shaped in fired_at order, the timer's first (by the newest
+        // fired_at seen, the 10:05 one would have gone as soon as it came).
+        #expect(feed(h, topics.candidates, triggerAt("2026-11-25T10:06:00Z"), offset: 3)
+            == ["timer sent 2026-11-25T10:02:00Z", "newer sent 2026-11-25T10:05:00Z"])
+        // Caught up with the candidates topic says nothing: only the trigger's clock moves it.
+        var out: [OutputRecord] = []
+        #expect(feed(h, topics.candidates, candidate("c3", user: "u2", at: "2026-11-25T10:30:00Z"), offset: 4) == [])
+        h.tick(assignment: [TopicPartition(topics.candidates, 0), TopicPartition(topics.behavior, 0)],
+               caughtUp: { _ in true }, wallClock: wallClock, into: &out)
+        #expect(out.isEmpty)
     }
 }

@@ -77,6 +77,91 @@ import Testing
         #expect(try count(conn, "SELECT sum(notifications) FROM \(s).suppression_reasons WHERE reason = 'duplicate'") == 50)
     }
 
+    /// A batch whose ids are all new is copied straight into `notifications`; one with a
+    /// replayed, an upgraded and a downgrade-attempt row is refused there and takes the staged
+    /// path, which inserts the new ids and changes only the deferred row.
+    @Test func conflictingBatchTakesTheStagedPathAndOnlyUpgradesDeferred() throws {
+        let (conn, schema) = try base.migratedSchema()
+        var writer = SinkWriter(schema: schema)
+        try writer.prepare(conn)
+        let s = "\"\(schema)\""
+        let first = [base.outcome("r1", .sent, variant: "A"), base.outcome("d1", .deferred, reason: "quiet_hours", body: nil),
+                     base.outcome("s1", .suppressed, reason: "frequency_cap", body: nil)]
+        #expect(try writer.write(outcomes: first, deadLetters: [], on: conn) == 3)
+        #expect(writer.lastPath == .direct)
+        #expect(try rollupMismatches(conn, schema) == 0)
+
+        let second = [
+            base.outcome("r1", .sent, variant: "A"),  // replayed
+            base.outcome("d1", .sent, decidedAt: "2026-11-26T00:00:00Z", variant: "B", escalated: true),  // upgraded
+            base.outcome("s1", .deferred, reason: "quiet_hours", body: nil, decidedAt: "2026-11-26T00:00:00Z"),  // downgrade attempt
+            base.outcome("n1", .sent, rule: "r2", escalated: true),  // new
+        ]
+        #expect(try writer.write(outcomes: second, deadLetters: [], on: conn) == 2)
+        #expect(writer.lastPath == .staged)
+        let rows = try conn.execute("SELECT id, status, coalesce(reason, ''), coalesce(variant, '') FROM \(s).notifications ORDER BY id")
+        #expect(rows.rows == [["d1", "sent", "", "B"], ["n1", "sent", "", ""], ["r1", "sent", "", "A"],
+                              ["s1", "suppressed", "frequency_cap", ""]])
+        #expect(try rollupMismatches(conn, schema) == 0)
+        #expect(try count(conn, "SELECT sum(count) FROM \(s).rule_stats_minute") == 4)
+        #expect(try conn.execute("SELECT notification_id FROM \(s).escalations ORDER BY 1").rows == [["d1"], ["n1"]])
+
+        // After a refusal the next batch goes straight to the staged path, then the direct
+        // `COPY` is tried again; a replay of everything changes nothing on either path.
+        #expect(writer.stagedBatchesAhead == 1)
+        #expect(try writer.write(outcomes: [base.outcome("n2", .sent)], deadLetters: [], on: conn) == 1)
+        #expect(writer.lastPath == .staged)
+        #expect(try writer.write(outcomes: [base.outcome("n3", .sent)], deadLetters: [], on: conn) == 1)
+        #expect(writer.lastPath == .direct)
+        #expect(try writer.write(outcomes: first + second, deadLetters: [], on: conn) == 0)
+        #expect(writer.lastPath == .staged)
+        #expect(try writer.write(outcomes: first + second, deadLetters: [], on: conn) == 0)
+        #expect(try rollupMismatches(conn, schema) == 0)
+        #expect(try count(conn, "SELECT sum(count) FROM \(s).rule_stats_minute") == 6)
+        #expect(try count(conn, "SELECT count(*) FROM \(s).escalations") == 2)
+    }
+
+    /// With two writer lanes a batch is split by (shop, rule) and written on two connections;
+    /// a conversion of a notification written by the other lane in the same batch still finds it.
+    @Test func writerLanesSplitByShopAndRuleAndConversionsFollow() throws {
+        let (conn, schema) = try base.migratedSchema()
+        let s = "\"\(schema)\""
+        var config = WorkerConfig(stage: SinkStage.name)
+        config.postgres = ProcessInfo.processInfo.environment["HERALD_POSTGRES"]
+        config.schema = schema
+        var writer = SinkWriter(schema: schema)
+        try writer.prepare(conn)
+        let pipeline = SinkBatchWriter(conn: conn, writer: writer, lanes: 2, config: config, logger: base.logger,
+                                       stop: StopSignal())
+        defer { pipeline.close() }
+        var batch = SinkBatch()
+        batch.outcomes = (0..<200).map { i in
+            i % 4 == 0 ? base.outcome("n\(i)", .deferred, reason: "quiet_hours", body: nil, rule: "r\(i % 10)")
+                       : base.outcome("n\(i)", .sent, rule: "r\(i % 10)", variant: i % 2 == 0 ? "A" : "B")
+        }
+        let parts = SinkBatchWriter.split(batch.outcomes, lanes: 2)
+        #expect(parts.allSatisfy { !$0.isEmpty })
+        #expect(parts.map { Set($0.map(\.ruleID)) }.reduce(Set<String>()) { $0.intersection($1) }.isEmpty)
+        let converted = parts[1][0]
+        batch.conversions = [Conversion(notificationID: converted.notificationID, ruleID: converted.ruleID, shopID: "s1",
+                                        userID: "u1", variant: nil, goalEventID: "g1",
+                                        convertedAt: Timestamp(rfc3339: "2026-11-25T09:00:00Z")!)]
+        pipeline.submit(batch, checkPartitions: false)
+        try pipeline.wait()
+        // The same batch again, with the deferred ones now sent: every lane takes its staged path.
+        batch.outcomes += batch.outcomes.filter { $0.status == .deferred }.map {
+            base.outcome($0.notificationID, .sent, decidedAt: "2026-11-26T00:00:00Z", rule: $0.ruleID)
+        }
+        pipeline.submit(batch, checkPartitions: false)
+        try pipeline.wait()
+        #expect(try count(conn, "SELECT count(*) FROM \(s).notifications WHERE status = 'sent'") == 200)
+        #expect(try rollupMismatches(conn, schema) == 0)
+        #expect(try count(conn, "SELECT sum(count) FROM \(s).rule_stats_minute") == 200)
+        let conversion = try conn.execute("SELECT notification_id, notification_time = $1::timestamptz FROM \(s).conversions",
+                                          [converted.eventTime.rfc3339])
+        #expect(conversion.rows == [[converted.notificationID, "t"]])
+    }
+
     @Test func sentEscalatedOutcomesOpenOneEscalation() throws {
         let (conn, schema) = try base.migratedSchema()
         var writer = SinkWriter(schema: schema)

@@ -22,14 +22,19 @@ public struct Shaper: Sendable {
     /// Sent history older than this is never read again.
     private let historyHorizon: TimeSpan
     private let sweepInterval: TimeSpan
-    private var users: [UserKey: ShaperUser] = [:]
-    private var timers = TimerHeap()
-    private var timerSequence: UInt64 = 0
+    var users: [UserKey: ShaperUser] = [:]
+    var timers = TimerHeap()
+    var timerSequence: UInt64 = 0
     private var timeZones: [String: TimeZone] = [:]
-    private var lastSweep: Timestamp?
-    public private(set) var clock: Timestamp?
+    var lastSweep: Timestamp?
+    public internal(set) var clock: Timestamp?
     /// Candidates dropped at step 1 (an id seen before).
-    public private(set) var replayedDropped: Int = 0
+    public internal(set) var replayedDropped: Int = 0
+    /// Users changed or removed since the last checkpoint (`takeDirtyStates`); a user's
+    /// `dirty` flag says whether it is listed. A removed user's key may be listed twice.
+    var dirtyKeys: [UserKey] = []
+    /// Off until the first checkpoint (which takes every user) or a restore.
+    var tracksDirty = false
 
     public init(rules: RuleSet, seenHorizon: TimeSpan = .days(7)) {
         self.rules = rules
@@ -73,6 +78,7 @@ public struct Shaper: Sendable {
         var user = ShaperUser()
         swap(&user, &users[key, default: ShaperUser()])
         defer { users[key] = user }
+        markDirty(&user, key)
         // 1. A candidate id seen before is dropped silently.
         let idHash = StableID.hash64(c.id)
         if user.seen.contains(where: { $0.hash == idHash }) {
@@ -100,8 +106,7 @@ public struct Shaper: Sendable {
                 user.windows[i].members.append(m.candidate)
             } else {
                 let due = now + merge.window
-                user.windows.append(MergeWindow(ruleID: c.ruleID, closesAt: due, members: [m.candidate]))
-                schedule(due, key)
+                user.windows.append(MergeWindow(ruleID: c.ruleID, closesAt: due, members: [m.candidate], timer: schedule(due, key)))
             }
             return
         }
@@ -117,7 +122,18 @@ public struct Shaper: Sendable {
         let change = PreferenceChange(time: event.occurredAt, subscribed: subscribed,
                                       scope: OptOutScope(rule: event.body["rule"]?.stringValue,
                                                          channel: event.body["channel"]?.stringValue))
+        if tracksDirty {
+            if users[key]?.dirty != true { dirtyKeys.append(key) }
+            users[key, default: ShaperUser()].dirty = true
+        }
         users[key, default: ShaperUser()].preferences.add(change)
+    }
+
+    private mutating func markDirty(_ user: inout ShaperUser, _ key: UserKey) {
+        if tracksDirty, !user.dirty {
+            user.dirty = true
+            dirtyKeys.append(key)
+        }
     }
 
     /// Closes every merge window and wakes every deferred message due at or before `time`.
@@ -181,8 +197,8 @@ public struct Shaper: Sendable {
             // is a duplicate rather than a second message in the morning.
             user.history.append(Delivery(id: c.id, ruleID: c.ruleID, dedupeKey: dedupeKey, chain: c.triggerEventIDs,
                                          time: now, sent: false))
-            user.deferred.append(DeferredMessage(message: m, dueAt: end))
-            schedule(end, UserKey(shop: c.shopID, user: c.userID))
+            user.deferred.append(DeferredMessage(message: m, dueAt: end,
+                                                 timer: schedule(end, UserKey(shop: c.shopID, user: c.userID))))
             return
         }
         decide(m, at: now, dedupeKey: dedupeKey, held: false, user: &user, into: &out)
@@ -286,9 +302,11 @@ public struct Shaper: Sendable {
 
     // MARK: - Timers
 
-    private mutating func schedule(_ due: Timestamp, _ key: UserKey) {
+    /// The timer's sequence, which a checkpoint keeps to rebuild the heap in the same order.
+    private mutating func schedule(_ due: Timestamp, _ key: UserKey) -> UInt64 {
         timerSequence += 1
         timers.push(.init(due: due, sequence: timerSequence, user: key))
+        return timerSequence
     }
 
     private mutating func fire(_ timer: TimerHeap.Entry, into out: inout [Outcome]) {
@@ -296,6 +314,7 @@ public struct Shaper: Sendable {
         var user = ShaperUser()
         swap(&user, &users[timer.user, default: ShaperUser()])
         defer { users[timer.user] = user }
+        markDirty(&user, timer.user)
         let now = timer.due
         // Merge windows closing now, oldest first.
         while let i = user.windows.firstIndex(where: { $0.closesAt <= now }) {
@@ -358,8 +377,16 @@ public struct Shaper: Sendable {
         // copy the whole table.
         for key in Array(users.keys) {
             guard var user = users.removeValue(forKey: key) else { continue }
+            let size = (user.seen.count, user.history.count, user.preferences.pending.count)
             user.prune(historyFrom: historyFrom, seenFrom: seenFrom, foldUpTo: now - .hours(1))
-            if !user.isEmpty { users[key] = user }
+            if size != (user.seen.count, user.history.count, user.preferences.pending.count) {
+                markDirty(&user, key)
+            }
+            if !user.isEmpty {
+                users[key] = user
+            } else if tracksDirty, !user.dirty {
+                dirtyKeys.append(key)  // removed: its row goes
+            }
         }
     }
 
@@ -422,11 +449,15 @@ struct MergeWindow: Sendable {
     var ruleID: String
     var closesAt: Timestamp
     var members: [Candidate]
+    /// The sequence of the timer that closes it.
+    var timer: UInt64
 }
 
 struct DeferredMessage: Sendable {
     var message: Message
     var dueAt: Timestamp
+    /// The sequence of the timer that wakes it.
+    var timer: UInt64
 }
 
 /// A message sent (or deferred and holding its dedupe key) for dedupe and caps.
@@ -446,6 +477,8 @@ struct ShaperUser: Sendable {
     var windows: [MergeWindow] = []
     var deferred: [DeferredMessage] = []
     var preferences = Preferences()
+    /// Changed since the last checkpoint (listed in the shaper's `dirtyKeys`).
+    var dirty = false
 
     var isEmpty: Bool {
         seen.isEmpty && history.isEmpty && windows.isEmpty && deferred.isEmpty && preferences.isEmpty

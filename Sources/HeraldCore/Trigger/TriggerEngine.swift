@@ -30,8 +30,14 @@ public struct TriggerEngine: Sendable {
     var timers = TimerQueue()
     var dispatch: [DispatchKey: EventPlan] = [:]
     var seenEvents: SeenEvents
+    /// Users changed since the last checkpoint (`takeDirtyStates`), each once: a user's
+    /// `dirty` flag says whether it is listed.
+    var dirtyKeys: [UserKey] = []
+    /// Off until the first checkpoint (which takes every user) or a restore, so an engine
+    /// that is never checkpointed (replay, benchmarks) keeps no list.
+    var tracksDirty = false
     /// The newest time the engine was advanced to.
-    public private(set) var clock: Timestamp?
+    public internal(set) var clock: Timestamp?
 
     public init(rules: RuleSet, eventHorizon: TimeSpan = .days(7)) {
         self.rules = rules
@@ -62,10 +68,10 @@ public struct TriggerEngine: Sendable {
         }()
         // A repeated event id of a user is ignored within the horizon (SPEC §2).
         guard seenEvents.insert(shop: event.shopID, user: event.userID, eventID: event.eventID, at: event.occurredAt) else { return }
-        let logic = RuleLogic(rules: rules, plan: plan, clock: clock, horizon: eventHorizon)
-        logic.apply(event, eventPlan, key: UserKey(shop: event.shopID, user: event.userID),
-                    user: &users[UserKey(shop: event.shopID, user: event.userID), default: UserState(at: event.occurredAt)],
-                    timers: &timers, out: &out)
+        let logic = RuleLogic(rules: rules, plan: plan, clock: clock, horizon: eventHorizon, tracksDirty: tracksDirty)
+        let userKey = UserKey(shop: event.shopID, user: event.userID)
+        logic.apply(event, eventPlan, key: userKey, user: &users[userKey, default: UserState(at: event.occurredAt)],
+                    timers: &timers, out: &out, dirty: &dirtyKeys)
     }
 
     /// Fires every timer due at or before `time`, in due order.
@@ -77,11 +83,11 @@ public struct TriggerEngine: Sendable {
 
     public mutating func advance(to time: Timestamp, into out: inout [TriggerOutput]) {
         if clock.map({ $0 < time }) ?? true { clock = time }
-        let logic = RuleLogic(rules: rules, plan: plan, clock: clock, horizon: eventHorizon)
+        let logic = RuleLogic(rules: rules, plan: plan, clock: clock, horizon: eventHorizon, tracksDirty: tracksDirty)
         while let next = timers.heap.first, next.due <= time {
             _ = timers.heap.pop()
             guard users[next.user] != nil else { continue }
-            logic.fire(timer: next, key: next.user, user: &users[next.user]!, timers: &timers, out: &out)
+            logic.fire(timer: next, key: next.user, user: &users[next.user]!, timers: &timers, out: &out, dirty: &dirtyKeys)
         }
     }
 }
@@ -93,6 +99,13 @@ struct SeenEvents: Sendable {
     var current = HashSet128()
     var previous = HashSet128()
     var currentStart: Timestamp?
+    var previousStart: Timestamp?
+    /// Hashes inserted since the last checkpoint (`takeNewSeenEvents`), per generation, as
+    /// (a, b) pairs; dropped with their generation.
+    var currentNew: [UInt64] = []
+    var previousNew: [UInt64] = []
+    /// Off until the first checkpoint (which takes both sets whole) or a restore.
+    var tracksNew = false
 
     init(horizon: TimeSpan) {
         self.horizon = horizon
@@ -112,12 +125,20 @@ struct SeenEvents: Sendable {
         if let start = currentStart, t >= start + horizon {
             previous = current
             current = HashSet128()
+            previousStart = currentStart
             currentStart = t
+            previousNew = currentNew
+            currentNew = []
         } else if currentStart == nil {
             currentStart = t
         }
         if previous.contains(a, b) { return false }
-        return current.insert(a, b)
+        guard current.insert(a, b) else { return false }
+        if tracksNew {
+            currentNew.append(a)
+            currentNew.append(b)
+        }
+        return true
     }
 }
 
@@ -165,9 +186,30 @@ struct HashSet128: Sendable {
         }
     }
 
-    private mutating func grow() {
+    /// Every hash, as (a, b) pairs in one array.
+    var pairs: [UInt64] {
+        var out: [UInt64] = []
+        out.reserveCapacity(2 * count)
+        if hasZero { out += [0, 0] }
+        var k = 0
+        while k < slots.count {
+            if slots[k] != 0 || slots[k + 1] != 0 { out += [slots[k], slots[k + 1]] }
+            k += 2
+        }
+        return out
+    }
+
+    /// Makes room for `n` hashes at once. Restoring needs it: hashes listed in another
+    /// table's slot order and inserted into a table that grows on the way cluster badly.
+    mutating func reserve(_ n: Int) {
+        var size = max(64, slots.count)
+        while (n + 1) * 4 > size / 2 * 3 { size *= 2 }
+        if size > slots.count { grow(to: size) }
+    }
+
+    private mutating func grow(to size: Int? = nil) {
         let old = slots
-        slots = [UInt64](repeating: 0, count: max(64, old.count * 2))
+        slots = [UInt64](repeating: 0, count: size ?? max(64, old.count * 2))
         count = hasZero ? 1 : 0
         var k = 0
         while k < old.count {
@@ -214,10 +256,15 @@ struct RuleLogic {
     let plan: TriggerPlan
     let clock: Timestamp?
     let horizon: TimeSpan
+    let tracksDirty: Bool
 
     func apply(_ event: Event, _ ep: EventPlan, key: UserKey, user: inout UserState, timers: inout TimerQueue,
-               out: inout [TriggerOutput]) {
+               out: inout [TriggerOutput], dirty: inout [UserKey]) {
         let t = event.occurredAt
+        if tracksDirty, !user.dirty {
+            user.dirty = true
+            dirty.append(key)
+        }
 
         // Facts.
         if t < user.firstSeen { user.firstSeen = t }
@@ -328,12 +375,17 @@ struct RuleLogic {
     }
 
     /// A timer popped from the queue: fire its firing if it is still pending and due.
-    func fire(timer: TimerHeap.Entry, key: UserKey, user: inout UserState, timers: inout TimerQueue, out: inout [TriggerOutput]) {
+    func fire(timer: TimerHeap.Entry, key: UserKey, user: inout UserState, timers: inout TimerQueue, out: inout [TriggerOutput],
+              dirty: inout [UserKey]) {
         guard let i = user.pending.firstIndex(where: { $0.timer == timer.sequence }) else { return }
         if user.pending[i].due > timer.due {
             // An idle timer that moved: wait for its new time.
             timers.heap.push(.init(due: user.pending[i].due, sequence: timer.sequence, user: key))
             return
+        }
+        if tracksDirty, !user.dirty {
+            user.dirty = true
+            dirty.append(key)
         }
         let p = user.pending.remove(at: i)
         emit(p.rule, key, Candidate.TriggerRef(eventID: p.triggerEventID, time: p.triggerTime, body: p.event),

@@ -8,6 +8,8 @@ struct UserState: Sendable {
     var pending: [Pending] = []
     /// Zero or one element: an array is the cheapest copy-on-write box.
     private var rare: [Rare] = []
+    /// Changed since the last checkpoint (listed in the engine's `dirtyKeys`).
+    var dirty = false
 
     init(at time: Timestamp) {
         firstSeen = time

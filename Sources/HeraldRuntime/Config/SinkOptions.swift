@@ -9,6 +9,9 @@ public struct SinkOptions: ParsableArguments, Sendable {
     @Option(help: "Most notification rows and dead letters written per second, to shave peaks; Kafka holds the backlog (env HERALD_MAX_ROWS_PER_SECOND; default: unlimited).")
     public var maxRowsPerSecond: Int?
 
+    @Option(help: "PostgreSQL connections writing each batch in parallel, its outcomes split by shop and rule (env HERALD_SINK_WRITERS; default 2).")
+    public var writers: Int?
+
     public init() {}
 
     public func resolve() throws -> SinkConfig {
@@ -25,6 +28,12 @@ public struct SinkOptions: ParsableArguments, Sendable {
             }
             c.maxRowsPerSecond = n
         }
+        if let text = writers.map(String.init) ?? WorkerOptions.env("HERALD_SINK_WRITERS") {
+            guard let n = Int(text), (1...64).contains(n) else {
+                throw ValidationError("--writers takes an integer from 1 to 64, got '\(text)'")
+            }
+            c.writers = n
+        }
         return c
     }
 }
@@ -32,6 +41,8 @@ public struct SinkOptions: ParsableArguments, Sendable {
 public struct SinkConfig: Sendable {
     public var flushInterval: Duration = .milliseconds(200)
     public var maxRowsPerSecond: Int?
+    /// Writer lanes: connections that write parts of a batch in parallel.
+    public var writers = 2
 
     public init() {}
 

@@ -85,8 +85,9 @@ public final class LocalPipeline {
     public var environment: [String: String] {
         // The mock cluster holds a rebalance for session.timeout.ms minus 1 s when a member
         // joins or leaves a non-empty group: a short session keeps scaling tests quick.
+        // Checkpoints every second: tests and `herald dev` see committed offsets soon.
         ["HERALD_BROKERS": bootstrapServers, "HERALD_POSTGRES": postgres, "HERALD_RULES": rulesPath,
-         "HERALD_SCHEMA": schema,
+         "HERALD_SCHEMA": schema, "HERALD_CHECKPOINT_INTERVAL": "1s",
          "HERALD_KAFKA_PROPERTIES": "session.timeout.ms=6000;heartbeat.interval.ms=500"]
     }
 

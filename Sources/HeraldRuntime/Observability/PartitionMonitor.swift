@@ -69,7 +69,17 @@ final class PartitionMonitor {
 
     /// A batch's offsets are committed: record them, its messages and its duration.
     func committed(_ offsets: [TopicPartition: Int64], batch: [KafkaMessage], since started: ContinuousClock.Instant) {
+        committed(offsets)
+        processed(batch, since: started)
+    }
+
+    /// Offsets committed to Kafka (what lag is measured from).
+    func committed(_ offsets: [TopicPartition: Int64]) {
         committed.merge(offsets) { _, new in new }
+    }
+
+    /// A batch has been processed: count its messages and record its duration.
+    func processed(_ batch: [KafkaMessage], since started: ContinuousClock.Instant) {
         HeraldMetrics.consumed(batch)
         let d = ContinuousClock.now - started
         HeraldMetrics.batch(seconds: Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18)

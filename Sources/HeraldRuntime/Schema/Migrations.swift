@@ -241,6 +241,44 @@ public struct Migrator: Sendable {
         WHERE status <> 'resolved'
         ORDER BY CASE priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 WHEN 'normal' THEN 2 ELSE 3 END, created_at;
         """),
+        (4, "checkpoints of herald-trigger and herald-shaper", """
+        -- One row per (consumer group, partition number): the partition-level state and the
+        -- fencing epoch, bumped by every worker that takes the partition over.
+        CREATE TABLE $S.checkpoints (
+            group_id   text NOT NULL,
+            partition  integer NOT NULL,
+            epoch      bigint NOT NULL,
+            meta       bytea,
+            owner      text,
+            updated_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (group_id, partition)
+        );
+        -- The next offset to read of each input topic's partition, committed with the state.
+        CREATE TABLE $S.checkpoint_offsets (
+            group_id    text NOT NULL,
+            topic       text NOT NULL,
+            partition   integer NOT NULL,
+            next_offset bigint NOT NULL,
+            PRIMARY KEY (group_id, partition, topic)
+        );
+        CREATE TABLE $S.checkpoint_users (
+            group_id  text NOT NULL,
+            partition integer NOT NULL,
+            shop_id   text NOT NULL,
+            user_id   text NOT NULL,
+            state     bytea NOT NULL,
+            PRIMARY KEY (group_id, partition, shop_id, user_id)
+        );
+        -- The trigger's repeated-event horizon: 16-byte hashes, appended in chunks.
+        CREATE TABLE $S.checkpoint_seen (
+            group_id         text NOT NULL,
+            partition        integer NOT NULL,
+            generation_start bigint NOT NULL,
+            chunk            bigserial,
+            hashes           bytea NOT NULL,
+            PRIMARY KEY (group_id, partition, generation_start, chunk)
+        );
+        """),
     ]
 
     public static var latestVersion: Int { steps.last!.version }

@@ -1,16 +1,33 @@
 import HeraldCore
 import HeraldPostgres
 
-/// Writes a batch of outcomes and dead letters in one transaction (SPEC §7):
-/// `COPY` into a staging table, then one set-based statement that upserts by notification
-/// id (a final status never moves back, a replayed outcome changes nothing), moves the
-/// `rule_stats_minute` counts of exactly the rows it changed, and opens an escalation for
-/// each notification that became `sent` with `escalated`.
+/// Writes a batch of outcomes and dead letters in one transaction (SPEC §7): upserts by
+/// notification id (a final status never moves back, a replayed outcome changes nothing),
+/// moves the `rule_stats_minute` counts of exactly the rows it changed, and opens an
+/// escalation for each notification that became `sent` with `escalated`.
+///
+/// Most batches hold only notifications PostgreSQL has never seen, so the writer first tries
+/// the cheap path: `COPY` straight into `notifications` (inside a savepoint), with the rollup
+/// deltas summed here. If any id is already there (a replay, `deferred` → final, another sink
+/// that wrote it meanwhile) the primary key refuses the `COPY`, the savepoint is rolled back,
+/// and the batch takes the staged path: `COPY` into a staging table, an insert of the new ids
+/// (`ON CONFLICT DO NOTHING`), then the previous-version upsert for the ids that conflicted.
+/// After a refused `COPY` the next batches go straight to the staged path for a while.
 struct SinkWriter {
     let schema: String
     let partitions: NotificationPartitions
     /// Days whose partition this writer has seen exist (cleared when a write fails).
     private(set) var knownDays: Set<Int64> = []
+    /// Batches still to send through the staged path before the direct `COPY` is tried again.
+    private(set) var stagedBatchesAhead = 0
+    /// How many batches a refused direct `COPY` sends through the staged path (doubles while
+    /// refusals repeat, so a long replay wastes at most one `COPY` in `maxStagedRun` batches).
+    private(set) var stagedRun = 1
+    static let maxStagedRun = 64
+    /// How the last batch of outcomes was written (for tests and logs).
+    private(set) var lastPath: Path?
+
+    enum Path: Equatable { case direct, staged }
 
     init(schema: String) {
         self.schema = schema
@@ -22,8 +39,8 @@ struct SinkWriter {
     /// Creates the connection's staging table; once per connection.
     func prepare(_ conn: PostgresConnection) throws {
         try conn.execute("""
-            CREATE TEMP TABLE IF NOT EXISTS herald_staged_outcomes (
-                seq bigint NOT NULL, id text, shop_id text, user_id text, rule_id text, variant text, priority text,
+            CREATE TEMP TABLE IF NOT EXISTS herald_staged_notifications (
+                id text, shop_id text, user_id text, rule_id text, variant text, priority text,
                 channels text[], status text, reason text, merged_into text, title text, body text, escalated boolean,
                 tags text[], trigger_event_ids text[], event_time timestamptz, due_at timestamptz,
                 decided_at timestamptz, rules_version text
@@ -31,14 +48,33 @@ struct SinkWriter {
             """)
     }
 
-    /// One `COPY` row: `seq` then `columns`.
-    static func stagedRow(_ o: Outcome, seq: Int) -> [String?] {
+    /// One `COPY` row in the order of `columns`.
+    static func row(_ o: Outcome) -> [String?] {
         [
-            String(seq), o.notificationID, o.shopID, o.userID, o.ruleID, o.variant, o.priority.rawValue,
+            o.notificationID, o.shopID, o.userID, o.ruleID, o.variant, o.priority.rawValue,
             PostgresArray.literal(o.channels), o.status.rawValue, o.reason, o.mergedInto, o.title, o.body,
             o.escalated ? "t" : "f", PostgresArray.literal(o.tags), PostgresArray.literal(o.triggerEventIDs),
             o.eventTime.rfc3339, o.dueAt?.rfc3339, o.decidedAt.rfc3339, o.rulesVersion,
         ]
+    }
+
+    /// One outcome per notification id: the last final status if the batch has one (a final
+    /// status is never replaced by `deferred`), otherwise the last deferral. In order of
+    /// first appearance.
+    static func latestPerID(_ outcomes: [Outcome]) -> [Outcome] {
+        var index: [String: Int] = [:]
+        index.reserveCapacity(outcomes.count)
+        var out: [Outcome] = []
+        out.reserveCapacity(outcomes.count)
+        for o in outcomes {
+            if let i = index[o.notificationID] {
+                if o.status != .deferred || out[i].status == .deferred { out[i] = o }
+            } else {
+                index[o.notificationID] = out.count
+                out.append(o)
+            }
+        }
+        return out
     }
 
     /// Makes sure a partition exists for every day the outcomes fall on (its own short
@@ -64,68 +100,21 @@ struct SinkWriter {
                         deadLetters: [DeadLetter], on conn: PostgresConnection) throws -> Int {
         do {
             try ensurePartitions(for: outcomes, on: conn)
-            return try writeBatch(outcomes: outcomes, conversions: conversions, engagements: engagements,
-                                  deadLetters: deadLetters, on: conn)
+            return try writeBatch(outcomes: Self.latestPerID(outcomes), conversions: conversions,
+                                  engagements: engagements, deadLetters: deadLetters, on: conn)
         } catch {
             forgetPartitions()
             throw error
         }
     }
 
-    private func writeBatch(outcomes: [Outcome], conversions: [Conversion], engagements: [Engagement],
-                            deadLetters: [DeadLetter], on conn: PostgresConnection) throws -> Int {
+    private mutating func writeBatch(outcomes: [Outcome], conversions: [Conversion], engagements: [Engagement],
+                                     deadLetters: [DeadLetter], on conn: PostgresConnection) throws -> Int {
         let s = SQLIdentifier.quoted(schema)
         return try conn.transaction {
             var changed = 0
             if !outcomes.isEmpty {
-                try conn.copyFrom("COPY herald_staged_outcomes (seq, \(Self.columns)) FROM STDIN") { rows in
-                    for (i, o) in outcomes.enumerated() { rows.append(Self.stagedRow(o, seq: i)) }
-                }
-                // Within a batch the last status change of an id wins, except that a final
-                // status is never replaced by `deferred`; across batches the same holds in the
-                // ON CONFLICT clause. `prev` reads the statement's snapshot, so it holds the
-                // rows as they were before `up` changed them: the rollup subtracts their old
-                // key and adds the new one. Rows `up` leaves alone (replays) count nothing.
-                let r = try conn.execute("""
-                    WITH batch AS (
-                        SELECT DISTINCT ON (id) \(Self.columns) FROM herald_staged_outcomes
-                        ORDER BY id, (status <> 'deferred') DESC, seq DESC
-                    ), prev AS (
-                        SELECT n.id, n.event_time, n.shop_id, n.rule_id, n.variant, n.status, n.reason
-                        FROM \(s).notifications n JOIN batch b USING (id, event_time)
-                    ), up AS (
-                        INSERT INTO \(s).notifications AS n (\(Self.columns))
-                        SELECT \(Self.columns) FROM batch
-                        ON CONFLICT (id, event_time) DO UPDATE SET
-                            status = excluded.status, reason = excluded.reason, variant = excluded.variant,
-                            merged_into = excluded.merged_into, title = excluded.title, body = excluded.body,
-                            escalated = excluded.escalated, due_at = excluded.due_at, decided_at = excluded.decided_at,
-                            channels = excluded.channels, tags = excluded.tags, updated_at = now()
-                        WHERE n.status = 'deferred'
-                          AND (excluded.status <> 'deferred' OR excluded.decided_at > n.decided_at)
-                        RETURNING n.id, n.event_time, n.shop_id, n.user_id, n.rule_id, n.variant, n.priority, n.status,
-                                  n.reason, n.escalated, n.tags
-                    ), delta AS (
-                        SELECT event_time, shop_id, rule_id, variant, status, reason, 1 AS d FROM up
-                        UNION ALL
-                        SELECT p.event_time, p.shop_id, p.rule_id, p.variant, p.status, p.reason, -1
-                        FROM prev p JOIN up USING (id, event_time)
-                    ), counted AS (
-                        INSERT INTO \(s).rule_stats_minute AS r (minute, shop_id, rule_id, variant, status, reason, count)
-                        SELECT date_trunc('minute', event_time), shop_id, rule_id, coalesce(variant, ''), status,
-                               coalesce(reason, ''), sum(d)
-                        FROM delta GROUP BY 1, 2, 3, 4, 5, 6 HAVING sum(d) <> 0
-                        ON CONFLICT (minute, shop_id, rule_id, variant, status, reason)
-                            DO UPDATE SET count = r.count + excluded.count
-                    ), escalated AS (
-                        INSERT INTO \(s).escalations (notification_id, shop_id, user_id, rule_id, priority, tags, event_time)
-                        SELECT id, shop_id, user_id, rule_id, priority, tags, event_time FROM up
-                        WHERE status = 'sent' AND escalated
-                        ON CONFLICT (notification_id) DO NOTHING
-                    )
-                    SELECT count(*) FROM up
-                    """)
-                changed = Int(r[0, 0] ?? "0") ?? 0
+                changed = try writeOutcomes(outcomes, on: conn)
             }
             // One conversion per notification: the first goal event. After the outcomes, so a
             // conversion finds a notification written in the same batch: it takes that
@@ -163,6 +152,176 @@ struct SinkWriter {
                      Hex.encode(d.payload), String(d.payloadSize), d.receivedAt.rfc3339])
             }
             return changed
+        }
+    }
+
+    /// Writes deduplicated outcomes inside the batch's transaction; returns the rows changed.
+    private mutating func writeOutcomes(_ outcomes: [Outcome], on conn: PostgresConnection) throws -> Int {
+        if stagedBatchesAhead == 0 {
+            do {
+                try writeDirect(outcomes, on: conn)
+                stagedRun = 1
+                lastPath = .direct
+                return outcomes.count
+            } catch let error as PostgresError where error.sqlState == "23505" {
+                // Some id is already stored: the savepoint is rolled back, nothing was written.
+                stagedBatchesAhead = stagedRun
+                stagedRun = min(stagedRun * 2, Self.maxStagedRun)
+            }
+        } else {
+            stagedBatchesAhead -= 1
+        }
+        lastPath = .staged
+        return try writeStaged(outcomes, on: conn)
+    }
+
+    /// Every id is new: `COPY` into `notifications`, rollup deltas summed here, escalations
+    /// for the `sent` ones. Throws unique_violation (23505), having written nothing, if any
+    /// (id, event_time) is already stored.
+    private func writeDirect(_ outcomes: [Outcome], on conn: PostgresConnection) throws {
+        let s = SQLIdentifier.quoted(schema)
+        _ = try conn.transaction {
+            try conn.copyFrom("COPY \(s).notifications (\(Self.columns)) FROM STDIN") { rows in
+                for o in outcomes { rows.append(Self.row(o)) }
+            }
+        }
+        try addRollup(RollupDeltas(adding: outcomes), on: conn)
+        let escalated = outcomes.filter { $0.status == .sent && $0.escalated }
+        if !escalated.isEmpty {
+            try conn.execute("""
+                INSERT INTO \(s).escalations (notification_id, shop_id, user_id, rule_id, priority, tags, event_time)
+                SELECT id, shop, usr, rule, prio, tags::text[], t
+                FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[])
+                    AS e(id, shop, usr, rule, prio, tags, t)
+                ON CONFLICT (notification_id) DO NOTHING
+                """, [
+                    PostgresArray.literal(escalated.map(\.notificationID)), PostgresArray.literal(escalated.map(\.shopID)),
+                    PostgresArray.literal(escalated.map(\.userID)), PostgresArray.literal(escalated.map(\.ruleID)),
+                    PostgresArray.literal(escalated.map(\.priority.rawValue)),
+                    PostgresArray.literal(escalated.map { PostgresArray.literal($0.tags) }),
+                    PostgresArray.literal(escalated.map(\.eventTime.rfc3339)),
+                ])
+        }
+    }
+
+    /// Adds summed deltas to `rule_stats_minute`, in key order (concurrent sinks lock the rows
+    /// in the same order).
+    private func addRollup(_ deltas: RollupDeltas, on conn: PostgresConnection) throws {
+        let entries = deltas.counts.filter { $0.value != 0 }
+        guard !entries.isEmpty else { return }
+        let keys = Array(entries.keys)
+        try conn.execute("""
+            INSERT INTO \(SQLIdentifier.quoted(schema)).rule_stats_minute AS r
+                (minute, shop_id, rule_id, variant, status, reason, count)
+            SELECT date_trunc('minute', m), sh, ru, va, st, re, c
+            FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[])
+                AS d(m, sh, ru, va, st, re, c)
+            ORDER BY 1, 2, 3, 4, 5, 6
+            ON CONFLICT (minute, shop_id, rule_id, variant, status, reason)
+                DO UPDATE SET count = r.count + excluded.count
+            """, [
+                PostgresArray.literal(keys.map { Timestamp(microseconds: $0.minute).rfc3339 }),
+                PostgresArray.literal(keys.map(\.shopID)), PostgresArray.literal(keys.map(\.ruleID)),
+                PostgresArray.literal(keys.map(\.variant)), PostgresArray.literal(keys.map(\.status)),
+                PostgresArray.literal(keys.map(\.reason)), PostgresArray.literal(keys.map { String(entries[$0]!) }),
+            ])
+    }
+
+    /// Some ids may be stored already: `COPY` into the staging table, insert the new ids
+    /// (`ON CONFLICT DO NOTHING`, counting them in the rollup and taking them out of staging),
+    /// then the previous-version upsert for what is left, in a statement of its own so that it
+    /// sees rows another sink committed meanwhile.
+    private func writeStaged(_ outcomes: [Outcome], on conn: PostgresConnection) throws -> Int {
+        let s = SQLIdentifier.quoted(schema)
+        try conn.copyFrom("COPY herald_staged_notifications (\(Self.columns)) FROM STDIN") { rows in
+            for o in outcomes { rows.append(Self.row(o)) }
+        }
+        let inserted = Int(try conn.execute("""
+            WITH ins AS (
+                INSERT INTO \(s).notifications (\(Self.columns))
+                SELECT \(Self.columns) FROM herald_staged_notifications
+                ON CONFLICT (id, event_time) DO NOTHING
+                RETURNING id, event_time, shop_id, user_id, rule_id, variant, priority, status, reason, escalated, tags
+            ), counted AS (
+                INSERT INTO \(s).rule_stats_minute AS r (minute, shop_id, rule_id, variant, status, reason, count)
+                SELECT date_trunc('minute', event_time), shop_id, rule_id, coalesce(variant, ''), status,
+                       coalesce(reason, ''), count(*)
+                FROM ins GROUP BY 1, 2, 3, 4, 5, 6
+                ON CONFLICT (minute, shop_id, rule_id, variant, status, reason)
+                    DO UPDATE SET count = r.count + excluded.count
+            ), escalated AS (
+                INSERT INTO \(s).escalations (notification_id, shop_id, user_id, rule_id, priority, tags, event_time)
+                SELECT id, shop_id, user_id, rule_id, priority, tags, event_time FROM ins
+                WHERE status = 'sent' AND escalated
+                ON CONFLICT (notification_id) DO NOTHING
+            ), done AS (
+                DELETE FROM herald_staged_notifications st USING ins
+                WHERE st.id = ins.id AND st.event_time = ins.event_time
+            )
+            SELECT count(*) FROM ins
+            """)[0, 0] ?? "0") ?? 0
+        guard inserted < outcomes.count else { return inserted }
+        // What is left conflicted: only a `deferred` row moves, to a final status or a later
+        // deferral. `prev` reads the statement's snapshot, so it holds the rows as they were
+        // before `up` changed them: the rollup subtracts their old key and adds the new one.
+        // Rows `up` leaves alone (replays) count nothing.
+        let r = try conn.execute("""
+            WITH prev AS (
+                SELECT n.id, n.event_time, n.shop_id, n.rule_id, n.variant, n.status, n.reason
+                FROM \(s).notifications n JOIN herald_staged_notifications b USING (id, event_time)
+            ), up AS (
+                INSERT INTO \(s).notifications AS n (\(Self.columns))
+                SELECT \(Self.columns) FROM herald_staged_notifications
+                ON CONFLICT (id, event_time) DO UPDATE SET
+                    status = excluded.status, reason = excluded.reason, variant = excluded.variant,
+                    merged_into = excluded.merged_into, title = excluded.title, body = excluded.body,
+                    escalated = excluded.escalated, due_at = excluded.due_at, decided_at = excluded.decided_at,
+                    channels = excluded.channels, tags = excluded.tags, updated_at = now()
+                WHERE n.status = 'deferred'
+                  AND (excluded.status <> 'deferred' OR excluded.decided_at > n.decided_at)
+                RETURNING n.id, n.event_time, n.shop_id, n.user_id, n.rule_id, n.variant, n.priority, n.status,
+                          n.reason, n.escalated, n.tags
+            ), delta AS (
+                SELECT event_time, shop_id, rule_id, variant, status, reason, 1 AS d FROM up
+                UNION ALL
+                SELECT p.event_time, p.shop_id, p.rule_id, p.variant, p.status, p.reason, -1
+                FROM prev p JOIN up USING (id, event_time)
+            ), counted AS (
+                INSERT INTO \(s).rule_stats_minute AS r (minute, shop_id, rule_id, variant, status, reason, count)
+                SELECT date_trunc('minute', event_time), shop_id, rule_id, coalesce(variant, ''), status,
+                       coalesce(reason, ''), sum(d)
+                FROM delta GROUP BY 1, 2, 3, 4, 5, 6 HAVING sum(d) <> 0
+                ON CONFLICT (minute, shop_id, rule_id, variant, status, reason)
+                    DO UPDATE SET count = r.count + excluded.count
+            ), escalated AS (
+                INSERT INTO \(s).escalations (notification_id, shop_id, user_id, rule_id, priority, tags, event_time)
+                SELECT id, shop_id, user_id, rule_id, priority, tags, event_time FROM up
+                WHERE status = 'sent' AND escalated
+                ON CONFLICT (notification_id) DO NOTHING
+            )
+            SELECT count(*) FROM up
+            """)
+        return inserted + (Int(r[0, 0] ?? "0") ?? 0)
+    }
+}
+
+/// Rollup deltas of one batch, summed per `rule_stats_minute` key.
+struct RollupDeltas {
+    struct Key: Hashable {
+        /// The start of the event's UTC minute, in microseconds.
+        var minute: Int64
+        var shopID, ruleID, variant, status, reason: String
+    }
+
+    var counts: [Key: Int] = [:]
+
+    /// +1 for each outcome's key ('' for no variant or reason, as in the table).
+    init(adding outcomes: [Outcome]) {
+        for o in outcomes {
+            let us = o.eventTime.microseconds
+            let key = Key(minute: us - ((us % 60_000_000) + 60_000_000) % 60_000_000, shopID: o.shopID,
+                          ruleID: o.ruleID, variant: o.variant ?? "", status: o.status.rawValue, reason: o.reason ?? "")
+            counts[key, default: 0] += 1
         }
     }
 }

@@ -7,11 +7,15 @@ struct PartitionClocks {
     /// The topics whose partition N hold the same users.
     let topics: [String]
     let grace: TimeSpan
+    /// Topics whose progress is only what their producer says (`TriggerWatermark`), never
+    /// the wall clock: being caught up with them says nothing about what is still to come.
+    let announced: Set<String>
     private var progress: [TopicPartition: InputProgress] = [:]
 
-    init(topics: [String], grace: TimeSpan) {
+    init(topics: [String], grace: TimeSpan, announced: Set<String> = []) {
         self.topics = topics
         self.grace = grace
+        self.announced = announced
     }
 
     /// A message of `tp` at `time` is being applied: until it is, the partition is not
@@ -19,11 +23,12 @@ struct PartitionClocks {
     mutating func delivered(_ tp: TopicPartition, at time: Timestamp) {
         var p = progress[tp, default: InputProgress()]
         p.newestEventTime = max(p.newestEventTime ?? time, time)
-        p.caughtUp = false
+        if !announced.contains(tp.topic) { p.caughtUp = false }
         progress[tp] = p
     }
 
     mutating func setCaughtUp(_ tp: TopicPartition, _ caughtUp: Bool) {
+        guard !announced.contains(tp.topic) else { return }
         progress[tp, default: InputProgress()].caughtUp = caughtUp
     }
 

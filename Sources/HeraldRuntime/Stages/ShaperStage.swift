@@ -18,10 +18,13 @@ public enum ShaperStage {
 }
 
 /// One `Shaper` per partition number, advanced to the partition's watermark over
-/// `herald.candidates` (by `fired_at`) and `behavior` (by `occurred_at`), like
-/// `TriggerHandler`. Candidates wait until the watermark reaches their `fired_at`, so a
-/// preference change on a lagging `behavior` partition still applies in event-time order;
-/// merge windows close and deferred messages wake by the same watermark.
+/// `herald.candidates` (herald-trigger's clock, which it publishes there as
+/// `TriggerWatermark`) and `behavior` (by `occurred_at`, or the wall clock when caught up),
+/// like `TriggerHandler`. Candidates wait until the watermark reaches their `fired_at` and
+/// are shaped in `fired_at` order, so a timer's candidate published after a newer one is
+/// still shaped first, and a preference change on a lagging `behavior` partition still
+/// applies in event-time order; merge windows close and deferred messages wake by the same
+/// watermark.
 final class ShaperHandler: StageHandler {
     let rules: RuleSet
     let topics: TopicNames
@@ -41,7 +44,8 @@ final class ShaperHandler: StageHandler {
         self.topics = topics
         self.grace = grace
         self.logger = logger
-        self.clocks = PartitionClocks(topics: [topics.candidates, topics.behavior], grace: grace)
+        self.clocks = PartitionClocks(topics: [topics.candidates, topics.behavior], grace: grace,
+                                      announced: [topics.candidates])
     }
 
     func handle(_ message: KafkaMessage, progress positions: PartitionPositions, into out: inout [OutputRecord]) {
@@ -66,7 +70,13 @@ final class ShaperHandler: StageHandler {
             return
         }
         do throws(MessageDecodingError) {
-            if Conversion.kind(of: message.value) == "conversion" {
+            let kind = Conversion.kind(of: message.value)
+            if kind == TriggerWatermark.kind {
+                clocks.delivered(tp, at: try TriggerWatermark(json: message.value).time)
+                release(message.partition, wallClock: wallClock, into: &out)
+                return
+            }
+            if kind == "conversion" {
                 var conversion = try Conversion(json: message.value)
                 let p = partition(message.partition)
                 conversion.variant = conversion.variant
@@ -75,7 +85,6 @@ final class ShaperHandler: StageHandler {
                 return
             }
             let candidate = try Candidate(json: message.value)
-            clocks.delivered(tp, at: candidate.firedAt)
             var p = partition(message.partition)
             var i = p.waiting.count
             while i > 0, p.waiting[i - 1].firedAt > candidate.firedAt { i -= 1 }
@@ -102,11 +111,38 @@ final class ShaperHandler: StageHandler {
     }
 
     func revoked(_ partitions: [TopicPartition]) {
-        // Without checkpoints (issue 5) a revoked partition's state goes with it.
-        for tp in partitions {
-            clocks.forget(tp)
-            self.partitions[tp.partition] = nil
+        for tp in partitions { clocks.forget(tp) }
+    }
+
+    /// The shaper's partition-level state, then the candidates still waiting for the
+    /// watermark (their offsets are behind the checkpoint's, so they are part of it).
+    func changes(_ partition: Int32) -> PartitionChanges {
+        var p = self.partition(partition)
+        defer { partitions[partition] = p }
+        let users = p.shaper.takeDirtyStates()
+        var meta = Frames()
+        meta.append(p.shaper.encodeMeta())
+        for c in p.waiting { meta.append(c.json) }
+        return PartitionChanges(meta: meta.bytes, users: users)
+    }
+
+    func restore(_ checkpoint: StoredCheckpoint) throws {
+        guard let meta = checkpoint.meta else {
+            partitions[checkpoint.partition] = nil
+            return
         }
+        let frames = try Frames.split(meta)
+        guard let first = frames.first else { throw Frames.Malformed() }
+        var p = ShaperPartition(shaper: try Shaper.restore(rules: rules, meta: first, users: checkpoint.users))
+        for frame in frames.dropFirst() {
+            guard let c = try? Candidate(json: frame) else { throw Frames.Malformed() }
+            p.waiting.append(c)
+        }
+        partitions[checkpoint.partition] = p
+    }
+
+    func drop(_ partition: Int32) {
+        partitions[partition] = nil
     }
 
     private func partition(_ n: Int32) -> ShaperPartition {
@@ -129,5 +165,34 @@ final class ShaperHandler: StageHandler {
             HeraldMetrics.decided(outcome)
             out.append(OutputRecord(topic: topics.outcomes, key: Array(outcome.userID.utf8), value: outcome.json))
         }
+    }
+}
+
+/// Length-prefixed byte strings (a 4-byte big-endian length before each).
+struct Frames {
+    struct Malformed: Error, CustomStringConvertible {
+        var description: String { "malformed checkpoint frames" }
+    }
+
+    private(set) var bytes: [UInt8] = []
+
+    mutating func append(_ frame: [UInt8]) {
+        let n = UInt32(frame.count)
+        bytes += [UInt8(n >> 24), UInt8(n >> 16 & 0xFF), UInt8(n >> 8 & 0xFF), UInt8(n & 0xFF)]
+        bytes += frame
+    }
+
+    static func split(_ bytes: [UInt8]) throws -> [[UInt8]] {
+        var frames: [[UInt8]] = []
+        var i = 0
+        while i < bytes.count {
+            guard bytes.count - i >= 4 else { throw Malformed() }
+            let n = Int(bytes[i]) << 24 | Int(bytes[i + 1]) << 16 | Int(bytes[i + 2]) << 8 | Int(bytes[i + 3])
+            i += 4
+            guard bytes.count - i >= n else { throw Malformed() }
+            frames.append(Array(bytes[i..<i + n]))
+            i += n
+        }
+        return frames
     }
 }

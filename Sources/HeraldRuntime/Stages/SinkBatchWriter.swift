@@ -4,16 +4,39 @@ import HeraldPostgres
 import Logging
 
 /// Writes one batch at a time on its own thread (libpq blocks), so that herald-sink polls and
-/// decodes the next batch meanwhile. A failed write is retried with backoff for a while on
-/// the same connection (reconnecting when it broke); past that, `wait` throws and the session
-/// ends without committing the batch's offsets.
-// @unchecked Sendable: `conn` and `writer` are touched only by the write thread between
-// `submit` and the end of the job, and only by the session's thread otherwise (`wait` and
-// `close` return after the job is done); `job`, `result`, `busy` and `closed` are guarded by
+/// decodes the next batch meanwhile. With several writer lanes (`--writers`), a batch's
+/// outcomes are split by (shop, rule) — so lanes never share a notification id or a rollup
+/// row — and each lane writes its part in its own transaction on its own connection, in
+/// parallel; conversions, engagements and dead letters follow on the first lane once every
+/// lane has committed (a conversion must find its notification). A failed lane is retried
+/// with backoff for a while on its connection (reconnecting when it broke); lanes that
+/// committed are not written again. Past that, `wait` throws and the session ends without
+/// committing the batch's offsets; the batch is re-read, and the lanes that had committed
+/// replay as no-ops (writes are idempotent by notification id).
+// @unchecked Sendable: the lanes' connections and writers are touched only by the write
+// thread (and, during one batch, each lane by the one worker writing it) between `submit`
+// and the end of the job, and only by the session's thread otherwise (`wait` and `close`
+// return after the job is done); `job`, `result`, `busy` and `closed` are guarded by
 // `condition`.
 final class SinkBatchWriter: @unchecked Sendable {
-    private(set) var conn: PostgresConnection
-    private(set) var writer: SinkWriter
+    /// One connection and its writer.
+    final class Lane {
+        var conn: PostgresConnection?
+        var writer: SinkWriter
+        /// The error of this lane's last part, in a parallel write.
+        var failure: (any Error)?
+
+        init(conn: PostgresConnection?, writer: SinkWriter) {
+            self.conn = conn
+            self.writer = writer
+        }
+    }
+
+    private let lanes: [Lane]
+    private let conninfo: String?
+    /// Lane 0's connection and writer (the session's own).
+    var conn: PostgresConnection { lanes[0].conn! }
+    var writer: SinkWriter { lanes[0].writer }
     private let logger: Logger
     private let stop: StopSignal
     private let condition = NSCondition()
@@ -24,9 +47,12 @@ final class SinkBatchWriter: @unchecked Sendable {
     private var closed = false
     private var thread: Thread?
 
-    init(conn: PostgresConnection, writer: SinkWriter, config: WorkerConfig, logger: Logger, stop: StopSignal) {
-        self.conn = conn
-        self.writer = writer
+    init(conn: PostgresConnection, writer: SinkWriter, lanes count: Int = 1, config: WorkerConfig, logger: Logger,
+         stop: StopSignal) {
+        // Extra lanes connect on first use, like a reconnect.
+        self.lanes = [Lane(conn: conn, writer: writer)]
+            + (1..<max(count, 1)).map { _ in Lane(conn: nil, writer: SinkWriter(schema: writer.schema)) }
+        self.conninfo = config.postgres
         self.logger = logger
         self.stop = stop
         // The thread holds the writer until `close` ends its loop.
@@ -77,6 +103,7 @@ final class SinkBatchWriter: @unchecked Sendable {
             closed = true
             condition.broadcast()
         }
+        for lane in lanes.dropFirst() { lane.conn = nil }
     }
 
     private func loop() {
@@ -104,13 +131,36 @@ final class SinkBatchWriter: @unchecked Sendable {
     private func writeWithRetry(_ batch: SinkBatch) throws {
         var backoff = Backoff(initial: 0.2, max: 5)
         let giveUp = Date().addingTimeInterval(30)
+        let parts = Self.split(batch.outcomes, lanes: lanes.count)
+        // One transaction per non-empty part, then the rest of the batch on lane 0 — or, with
+        // one part only, everything in one transaction.
+        var pending = parts.indices.filter { !parts[$0].isEmpty }
+        var restPending = pending.count > 1 && !(batch.conversions.isEmpty && batch.engagements.isEmpty && batch.letters.isEmpty)
+        if pending.count <= 1 { pending = [pending.first ?? 0] }
+        let together = pending.count == 1
         while true {
             do {
-                try writer.write(outcomes: batch.outcomes, conversions: batch.conversions, engagements: batch.engagements, deadLetters: batch.letters,
-                                 on: conn)
+                if together {
+                    let lane = pending[0]
+                    try write(lane: lane) { writer, conn in
+                        try writer.write(outcomes: parts[lane], conversions: batch.conversions,
+                                         engagements: batch.engagements, deadLetters: batch.letters, on: conn)
+                    }
+                } else {
+                    let failed = try writeInParallel(parts, lanes: pending)
+                    pending = failed.lanes
+                    if let error = failed.error { throw error }
+                    if restPending {
+                        try write(lane: 0) { writer, conn in
+                            try writer.write(outcomes: [], conversions: batch.conversions, engagements: batch.engagements,
+                                             deadLetters: batch.letters, on: conn)
+                        }
+                        restPending = false
+                    }
+                }
                 logger.debug("batch written", metadata: [
                     "outcomes": "\(batch.outcomes.count)", "conversions": "\(batch.conversions.count)",
-                    "dead_letters": "\(batch.letters.count)",
+                    "dead_letters": "\(batch.letters.count)", "lanes": "\(parts.filter { !$0.isEmpty }.count)",
                 ])
                 return
             } catch let error as PostgresError {
@@ -119,10 +169,61 @@ final class SinkBatchWriter: @unchecked Sendable {
                 let delay = backoff.take()
                 logger.warning("batch write failed; retrying", metadata: ["error": "\(error)", "retry_in_s": "\(delay)"])
                 stop.sleep(delay)
-                if error.isConnectionFailure || !conn.isHealthy {
-                    if (try? conn.reconnect()) != nil { try? writer.prepare(conn) }
+                for lane in lanes {
+                    if let conn = lane.conn, error.isConnectionFailure || !conn.isHealthy {
+                        if (try? conn.reconnect()) != nil { try? lane.writer.prepare(conn) }
+                    }
                 }
             }
         }
+    }
+
+    /// Writes `parts[i]` on lane i for each i in `lanes`, in parallel; returns the lanes that
+    /// failed and the first of their errors.
+    private func writeInParallel(_ parts: [[Outcome]], lanes indices: [Int]) throws -> (lanes: [Int], error: PostgresError?) {
+        DispatchQueue.concurrentPerform(iterations: indices.count) { k in
+            let lane = indices[k]
+            do {
+                try write(lane: lane) { writer, conn in
+                    try writer.write(outcomes: parts[lane], deadLetters: [], on: conn)
+                }
+                lanes[lane].failure = nil
+            } catch {
+                lanes[lane].failure = error
+            }
+        }
+        let failed = indices.filter { lanes[$0].failure != nil }
+        guard let first = failed.first.flatMap({ lanes[$0].failure }) else { return ([], nil) }
+        // Anything but a PostgreSQL error ends the session at once, as before.
+        guard let error = first as? PostgresError else { throw first }
+        return (failed, error)
+    }
+
+    /// Runs `body` with lane `index`'s writer and connection (connecting the lane first).
+    private func write(lane index: Int, _ body: (inout SinkWriter, PostgresConnection) throws -> Void) throws {
+        let lane = lanes[index]
+        if lane.conn == nil {
+            guard let conninfo else { throw PostgresError(message: "no PostgreSQL conninfo for a writer lane") }
+            let conn = try PostgresConnection(conninfo, logger: logger)
+            try lane.writer.prepare(conn)
+            lane.conn = conn
+        }
+        try body(&lane.writer, lane.conn!)
+    }
+
+    /// Splits outcomes into one part per lane by (shop, rule): every outcome of a notification,
+    /// and every row of one rollup key, lands in the same part.
+    static func split(_ outcomes: [Outcome], lanes: Int) -> [[Outcome]] {
+        guard lanes > 1 else { return [outcomes] }
+        var parts = [[Outcome]](repeating: [], count: lanes)
+        for o in outcomes {
+            // FNV-1a: stable across processes (Swift's Hasher is seeded per process).
+            var h: UInt64 = 0xcbf2_9ce4_8422_2325
+            for b in o.shopID.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+            h = (h ^ 0xff) &* 0x100_0000_01b3
+            for b in o.ruleID.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+            parts[Int(h % UInt64(lanes))].append(o)
+        }
+        return parts
     }
 }

@@ -38,15 +38,7 @@ public enum SinkStage {
         let topics = config.topics
         guard var conn = try PostgresWait.connect(config.postgres, logger: logger, stop: stop) else { return }
         var writer = SinkWriter(schema: config.schema)
-        let migrator = Migrator(schema: config.schema)
-        var version = try migrator.currentVersion(conn)
-        while version < Migrator.latestVersion, !stop.isSet {
-            logger.warning("waiting for the schema: run `herald migrate`", metadata: [
-                "schema": "\(config.schema)", "have": "\(version)", "need": "\(Migrator.latestVersion)",
-            ])
-            stop.sleep(2)
-            version = try migrator.currentVersion(conn)
-        }
+        guard try SchemaWait.untilMigrated(conn, config: config, logger: logger, stop: stop) else { return }
         try writer.prepare(conn)
         try writer.partitions.ensureAhead(on: conn)
         _ = try TopicCheck.waitForTopics([topics.outcomes, topics.deadletter], coPartitioned: false,
@@ -106,7 +98,8 @@ public enum SinkStage {
         var nextPartitionCheck = clock.now + partitionCheckInterval
         // Batch k is written on the writer's thread while batch k+1 is polled and decoded
         // here; k's offsets are committed only once its transaction has committed.
-        let pipeline = SinkBatchWriter(conn: conn, writer: writer, config: config, logger: logger, stop: stop)
+        let pipeline = SinkBatchWriter(conn: conn, writer: writer, lanes: sink.writers, config: config, logger: logger,
+                                       stop: stop)
         let monitor = PartitionMonitor(consumer: consumer, logger: logger)
         var inFlight: (batch: SinkBatch, started: ContinuousClock.Instant)?
         func finishInFlight() throws {

@@ -1,25 +1,47 @@
 import HeraldCore
 import HeraldKafka
+import HeraldPostgres
 import Logging
 
 /// A message a stage publishes.
 public struct OutputRecord: Sendable {
     public var topic: String
+    /// nil: chosen by the key.
+    public var partition: Int32?
     public var key: [UInt8]?
     public var value: [UInt8]
 
-    public init(topic: String, key: [UInt8]?, value: [UInt8]) {
+    public init(topic: String, partition: Int32? = nil, key: [UInt8]?, value: [UInt8]) {
         self.topic = topic
+        self.partition = partition
         self.key = key
         self.value = value
     }
 }
 
+/// A partition number's state changes since the previous checkpoint.
+struct PartitionChanges {
+    var meta: [UInt8]
+    var users: [UserStateRecord]
+    var seen: [SeenEventsChunk] = []
+    var seenGenerations: [Timestamp]?
+}
+
 /// What a stage does with its input; called on the stage's own thread.
+///
+/// State is kept per partition number: partition N of every input topic holds the same
+/// users (they are co-partitioned by user and range assignment keeps them together).
 protocol StageHandler: AnyObject {
     func handle(_ message: KafkaMessage, progress: PartitionPositions, into out: inout [OutputRecord])
-    /// After every poll, with or without messages: time-driven work (timers).
+    /// After every batch, with or without messages: time-driven work (timers).
     func tick(progress: PartitionPositions, into out: inout [OutputRecord])
+    /// The partition-level state and the users changed since the last call.
+    func changes(_ partition: Int32) -> PartitionChanges
+    /// Replaces the partition's state with a stored checkpoint (empty when it has none).
+    func restore(_ checkpoint: StoredCheckpoint) throws
+    /// Forgets the partition's state.
+    func drop(_ partition: Int32)
+    /// The input partitions are no longer consumed (their state may be kept, see `drop`).
     func revoked(_ partitions: [TopicPartition])
 }
 
@@ -37,6 +59,11 @@ final class PartitionPositions {
         next[TopicPartition(m.topic, m.partition)] = m.offset + 1
     }
 
+    /// Consumption of `tp` starts at `offset` (a checkpoint's).
+    func start(_ tp: TopicPartition, at offset: Int64) {
+        next[tp] = offset
+    }
+
     func forget(_ partitions: [TopicPartition]) {
         for p in partitions { next[p] = nil }
     }
@@ -45,7 +72,7 @@ final class PartitionPositions {
     func isCaughtUp(_ tp: TopicPartition) -> Bool {
         guard let marks = consumer.cachedWatermarks(tp) else { return false }
         if let n = next[tp] { return n >= marks.high }
-        // Nothing consumed yet in this session: start from the committed offset.
+        // Nothing consumed yet in this session and no checkpoint: start from the committed offset.
         let committed = (try? consumer.committed([tp], timeout: .seconds(5)))?[tp] ?? marks.low
         next[tp] = committed
         return committed >= marks.high
@@ -54,19 +81,24 @@ final class PartitionPositions {
     var assignment: [TopicPartition] { consumer.assignment }
 }
 
-/// The consume → process → produce → acknowledge → commit loop of herald-trigger and
-/// herald-shaper.
+/// The consume → process → produce loop of herald-trigger and herald-shaper, with their
+/// state checkpointed to PostgreSQL (SPEC §8, docs/reliability.md).
 ///
-/// Offsets are committed only after every output of the batch has been acknowledged by
-/// the broker, so a crash re-processes at most the uncommitted batch; outputs carry
-/// deterministic ids, which downstream stages and the sink treat idempotently.
-/// Any Kafka error ends the session: the consumer leaves the group and a new one resumes
-/// from the committed offsets after a backoff.
+/// Every `--checkpoint-interval` (or `checkpointMessages` messages), and when partitions are
+/// revoked or the worker stops: wait until the broker has acknowledged every output so far,
+/// then write the changed users' state, each partition's state and the next input offsets
+/// in one PostgreSQL transaction, then commit those offsets to Kafka for lag tools. On
+/// assignment, a partition's state is loaded and consumption starts at its checkpointed
+/// offsets, so a crash re-processes exactly the events after the last checkpoint, from the
+/// state of that checkpoint, and re-emits the same outputs with the same ids, which
+/// herald-shaper and herald-sink drop. Partitions are fenced by an epoch (`CheckpointStore`).
 final class StreamStage {
     let config: WorkerConfig
     let inputs: [String]
     let logger: Logger
     let handler: StageHandler
+    /// Most messages between checkpoints (besides the interval).
+    var checkpointMessages = 200_000
 
     init(config: WorkerConfig, inputs: [String], logger: Logger, handler: StageHandler) {
         self.config = config
@@ -76,21 +108,33 @@ final class StreamStage {
     }
 
     func run(stop: StopSignal) throws {
+        guard var conn = try PostgresWait.connect(config.postgres, logger: logger, stop: stop) else { return }
+        guard try SchemaWait.untilMigrated(conn, config: config, logger: logger, stop: stop) else { return }
+        var store = try CheckpointStore(conn: conn, schema: config.schema, group: config.group)
         let producer = try KafkaProducer(config: config.kafka, logger: logger)
         var backoff = Backoff()
         var sessions = 0
         while !stop.isSet {
             sessions += 1
             do {
-                try session(producer: producer, stop: stop)
+                try session(producer: producer, store: store, stop: stop)
             } catch {
                 // A consumer that cannot even be created on the first try is misconfigured.
                 if sessions == 1, case SessionError.consumerCreation(let e) = error { throw e }
                 let delay = backoff.take()
-                logger.error("stage session failed; resuming from committed offsets", metadata: [
+                logger.error("stage session failed; resuming from the last checkpoint", metadata: [
                     "error": "\(error)", "retry_in_s": "\(delay)",
                 ])
                 stop.sleep(delay)
+                if !conn.isHealthy || error is PostgresError {
+                    guard let c = try PostgresWait.connect(config.postgres, logger: logger, stop: stop) else { break }
+                    conn = c
+                    do {
+                        store = try CheckpointStore(conn: conn, schema: config.schema, group: config.group)
+                    } catch {
+                        logger.warning("cannot prepare checkpoints", metadata: ["error": "\(error)"])
+                    }
+                }
                 continue
             }
             backoff = Backoff()
@@ -102,53 +146,71 @@ final class StreamStage {
         case consumerCreation(any Error)
     }
 
-    private final class Pending {
-        var offsets: [TopicPartition: Int64] = [:]
+    /// The partition numbers this worker owns in a session, and what the rebalance
+    /// callback (which runs inside `poll`/`close`) needs.
+    private final class Ownership {
+        struct Owned {
+            var epoch: Int64
+            /// The next offset to read per input topic: consumed so far, and at the last checkpoint.
+            var next: [String: Int64]
+            var saved: [String: Int64]
+            var savedMeta: [UInt8]?
+        }
+        var owned: [Int32: Owned] = [:]
+        /// Checkpointed at revocation; the handler still holds their state.
+        var retained: [Int32: Owned] = [:]
+        /// A failure inside the rebalance callback, thrown by the loop after `poll`.
+        var failure: (any Error)?
         var positions: PartitionPositions?
         var retention: RetentionGuard?
+        var consumer: KafkaConsumer?
+        var monitor: PartitionMonitor?
     }
 
-    private func session(producer: KafkaProducer, stop: StopSignal) throws {
-        let pending = Pending()
-        let logger = self.logger
-        let handler = self.handler
+    private func session(producer: KafkaProducer, store: CheckpointStore, stop: StopSignal) throws {
+        let own = Ownership()
         let consumer: KafkaConsumer
         do {
             consumer = try KafkaConsumer(
                 config: config.kafka, groupID: config.group, topics: inputs, logger: logger,
-                onRebalance: { event in
+                onRebalance: { [self] event in
                     switch event {
                     case .assigned(let partitions):
-                        logger.info("partitions assigned", metadata: ["partitions": "\(partitions)"])
+                        return assigned(partitions, own: own, store: store)
                     case .revoked(let partitions):
-                        logger.info("partitions revoked", metadata: ["partitions": "\(partitions)"])
-                        // Everything polled so far has been processed (batches are processed
-                        // whole before the next poll); pending offsets were committed
-                        // unless the last commit failed, in which case the new owner
-                        // re-processes and downstream drops the repeated ids.
-                        for p in partitions { pending.offsets[p] = nil }
-                        pending.positions?.forget(partitions)
-                        pending.retention?.forget(partitions)
-                        handler.revoked(partitions)
+                        revoked(partitions, own: own, store: store, producer: producer)
+                        return [:]
                     }
-                    return [:]
                 })
         } catch {
             throw SessionError.consumerCreation(error)
         }
-        defer { consumer.close() }
+        own.consumer = consumer
+        defer {
+            consumer.close()
+            // Whatever the close could not checkpoint is not trusted beyond this session.
+            for p in Set(own.owned.keys).union(own.retained.keys) { handler.drop(p) }
+            // The consumer's callback holds `own`: break the cycle.
+            own.consumer = nil
+            own.positions = nil
+            own.retention = nil
+            own.monitor = nil
+        }
         let positions = PartitionPositions(consumer: consumer)
-        pending.positions = positions
+        own.positions = positions
         let retention = RetentionGuard(consumer: consumer, stage: config.stage, logger: logger)
-        pending.retention = retention
+        own.retention = retention
         let monitor = PartitionMonitor(consumer: consumer, logger: logger)
+        own.monitor = monitor
         var outputs: [OutputRecord] = []
-        // Messages handled since the last commit, and since when: a commit (a broker round
-        // trip, after waiting for every output's acknowledgement) covers many polls.
-        var uncommitted: [KafkaMessage] = []
+        var batch: [KafkaMessage] = []
         var batchStarted: ContinuousClock.Instant?
+        var lastCheckpoint = ContinuousClock.now
+        var sinceCheckpoint = 0
+        let interval = Duration.microseconds(config.checkpointInterval.microseconds)
         while !stop.isSet {
-            let messages = try consumer.poll(maxMessages: config.batchSize, timeout: .milliseconds(uncommitted.isEmpty ? 100 : 0))
+            let messages = try consumer.poll(maxMessages: config.batchSize, timeout: .milliseconds(batch.isEmpty ? 100 : 0))
+            if let failure = own.failure { throw failure }
             monitor.polled()
             if !messages.isEmpty, batchStarted == nil { batchStarted = .now }
             outputs.removeAll(keepingCapacity: true)
@@ -158,30 +220,163 @@ final class StreamStage {
                 }
                 positions.consumed(message)
                 handler.handle(message, progress: positions, into: &outputs)
-                pending.offsets[TopicPartition(message.topic, message.partition)] = message.offset + 1
+                own.owned[message.partition]?.next[message.topic] = message.offset + 1
             }
-            uncommitted += messages
-            let batchDue = messages.isEmpty || uncommitted.count >= config.batchSize
+            batch += messages
+            sinceCheckpoint += messages.count
+            let batchDue = messages.isEmpty || batch.count >= config.batchSize
                 || batchStarted.map { ContinuousClock.now - $0 >= .milliseconds(100) } ?? true
             if batchDue { handler.tick(progress: positions, into: &outputs) }
             for o in outputs {
-                try producer.send(topic: o.topic, key: o.key, value: o.value)
+                try producer.send(topic: o.topic, partition: o.partition, key: o.key, value: o.value)
             }
             guard batchDue else { continue }
-            if outputs.isEmpty && pending.offsets.isEmpty && producer.inFlight == 0 {
-                producer.poll()
-                uncommitted.removeAll(keepingCapacity: true)
-                batchStarted = nil
-                continue
+            producer.poll()
+            if !batch.isEmpty {
+                monitor.processed(batch, since: batchStarted ?? .now)
+                batch.removeAll(keepingCapacity: true)
             }
-            try monitor.flush(producer, timeout: .seconds(60))
-            if !pending.offsets.isEmpty {
-                try consumer.commit(pending.offsets)
-                monitor.committed(pending.offsets, batch: uncommitted, since: batchStarted ?? .now)
-                pending.offsets.removeAll(keepingCapacity: true)
-            }
-            uncommitted.removeAll(keepingCapacity: true)
             batchStarted = nil
+            if ContinuousClock.now - lastCheckpoint >= interval || sinceCheckpoint >= checkpointMessages {
+                try monitor.flush(producer, timeout: .seconds(60))
+                try checkpoint(own.owned.keys.sorted(), own: own, store: store)
+                lastCheckpoint = .now
+                sinceCheckpoint = 0
+            }
         }
+    }
+
+    /// Writes the partitions' changes (after every output so far is acknowledged — the
+    /// caller flushes the producer), then commits their offsets to Kafka.
+    private func checkpoint(_ partitions: [Int32], own: Ownership, store: CheckpointStore) throws {
+        let started = ContinuousClock.now
+        var writes: [CheckpointWrite] = []
+        for p in partitions {
+            guard let o = own.owned[p] else { continue }
+            let c = handler.changes(p)
+            if c.users.isEmpty, c.seen.isEmpty, o.next == o.saved, c.meta == o.savedMeta { continue }
+            // Nothing read yet: a checkpoint now would pin the start to the topics' beginning.
+            if c.users.isEmpty, o.next.isEmpty, o.savedMeta == nil { continue }
+            writes.append(CheckpointWrite(partition: p, epoch: o.epoch, meta: c.meta, offsets: o.next, users: c.users,
+                                          seen: c.seen, seenGenerations: c.seenGenerations))
+        }
+        do {
+            try store.save(writes)
+        } catch {
+            // The handler has handed its changes over: without them its state can no longer
+            // be checkpointed incrementally, so it goes, and the partitions are reloaded.
+            for p in partitions {
+                handler.drop(p)
+                own.owned[p] = nil
+            }
+            throw error
+        }
+        var commit: [TopicPartition: Int64] = [:]
+        for w in writes {
+            own.owned[w.partition]?.saved = w.offsets
+            own.owned[w.partition]?.savedMeta = w.meta
+            for (topic, offset) in w.offsets { commit[TopicPartition(topic, w.partition)] = offset }
+        }
+        guard !writes.isEmpty else { return }
+        let d = ContinuousClock.now - started
+        HeraldMetrics.checkpoint(seconds: Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18)
+        logger.debug("checkpointed", metadata: [
+            "partitions": "\(writes.map(\.partition))", "users": "\(writes.reduce(0) { $0 + $1.users.count })",
+        ])
+        // For lag tools only: the checkpoint, not Kafka, decides where consumption resumes.
+        do {
+            try own.consumer?.commit(commit)
+            own.monitor?.committed(commit)
+        } catch {
+            logger.warning("cannot commit checkpointed offsets to Kafka", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Claims and loads the assigned partition numbers; returns where to start reading.
+    private func assigned(_ partitions: [TopicPartition], own: Ownership, store: CheckpointStore) -> [TopicPartition: Int64] {
+        logger.info("partitions assigned", metadata: ["partitions": "\(partitions)"])
+        let numbers = Set(partitions.map(\.partition))
+        for (p, _) in own.retained where !numbers.contains(p) {
+            handler.drop(p)
+            own.retained[p] = nil
+        }
+        var start: [TopicPartition: Int64] = [:]
+        do {
+            for p in numbers.sorted() where own.owned[p] == nil {
+                let retained = own.retained.removeValue(forKey: p)
+                let claim = try store.claim(p, keeping: retained?.epoch)
+                var owned: Ownership.Owned
+                if claim.kept, var kept = retained {
+                    kept.epoch = claim.epoch
+                    owned = kept
+                } else {
+                    handler.drop(p)
+                    let loadStarted = ContinuousClock.now
+                    let checkpoint = try store.load(p, epoch: claim.epoch)
+                    try handler.restore(checkpoint)
+                    owned = Ownership.Owned(epoch: claim.epoch, next: checkpoint.offsets, saved: checkpoint.offsets,
+                                            savedMeta: checkpoint.meta)
+                    if checkpoint.meta != nil {
+                        logger.info("partition state loaded", metadata: [
+                            "partition": "\(p)", "users": "\(checkpoint.users.count)",
+                            "seconds": "\((ContinuousClock.now - loadStarted).components.seconds)",
+                        ])
+                    }
+                }
+                own.owned[p] = owned
+                // A checkpointed partition resumes exactly where its state ends.
+                guard owned.savedMeta != nil else { continue }
+                for tp in partitions where tp.partition == p {
+                    let offset = owned.next[tp.topic] ?? KafkaConsumer.offsetBeginning
+                    start[tp] = offset
+                    if offset >= 0 { own.positions?.start(tp, at: offset) }
+                }
+            }
+        } catch {
+            logger.error("cannot load partition state", metadata: ["error": "\(error)"])
+            own.failure = error
+        }
+        return start
+    }
+
+    /// Checkpoints the revoked partition numbers and keeps their state in memory in case
+    /// they come back (eager rebalancing revokes everything first).
+    private func revoked(_ partitions: [TopicPartition], own: Ownership, store: CheckpointStore, producer: KafkaProducer) {
+        logger.info("partitions revoked", metadata: ["partitions": "\(partitions)"])
+        own.positions?.forget(partitions)
+        own.retention?.forget(partitions)
+        handler.revoked(partitions)
+        let numbers = Set(partitions.map(\.partition)).filter { own.owned[$0] != nil }.sorted()
+        guard !numbers.isEmpty else { return }
+        do {
+            try producer.flush(timeout: .seconds(30))
+            try checkpoint(numbers, own: own, store: store)
+            for p in numbers { own.retained[p] = own.owned.removeValue(forKey: p) }
+        } catch {
+            logger.warning("cannot checkpoint revoked partitions; their next owner resumes from the previous checkpoint",
+                           metadata: ["partitions": "\(numbers)", "error": "\(error)"])
+            for p in numbers {
+                handler.drop(p)
+                own.owned[p] = nil
+            }
+        }
+    }
+}
+
+/// Waits until `herald migrate` has brought the schema to this version.
+enum SchemaWait {
+    /// False when stopped while waiting.
+    static func untilMigrated(_ conn: PostgresConnection, config: WorkerConfig, logger: Logger, stop: StopSignal) throws -> Bool {
+        let migrator = Migrator(schema: config.schema)
+        var version = try migrator.currentVersion(conn)
+        while version < Migrator.latestVersion {
+            if stop.isSet { return false }
+            logger.warning("waiting for the schema: run `herald migrate`", metadata: [
+                "schema": "\(config.schema)", "have": "\(version)", "need": "\(Migrator.latestVersion)",
+            ])
+            stop.sleep(2)
+            version = try migrator.currentVersion(conn)
+        }
+        return true
     }
 }

@@ -9,7 +9,8 @@ public enum TriggerStage {
 
     public static func run(config: WorkerConfig, rules: RuleSet, logger: Logger, stop: StopSignal) throws {
         let topics = config.topics
-        _ = try TopicCheck.waitForTopics([topics.orders, topics.behavior], coPartitioned: true,
+        // Candidates go to the partition number of their input (`TriggerWatermark`).
+        _ = try TopicCheck.waitForTopics([topics.orders, topics.behavior, topics.candidates], coPartitioned: true,
                                          config: config, logger: logger, stop: stop)
         let handler = TriggerHandler(rules: rules, topics: topics, grace: config.grace, logger: logger)
         try StreamStage(config: config, inputs: [topics.orders, topics.behavior], logger: logger, handler: handler)
@@ -19,7 +20,9 @@ public enum TriggerStage {
 
 /// One `TriggerEngine` per partition number: partition N of `orders` and of `behavior`
 /// hold the same users (range assignment keeps them on one worker), and their progress
-/// decides when that state's timers fire.
+/// decides when that state's timers fire. Its candidates go to partition N of
+/// `herald.candidates`, followed from time to time by its clock (`TriggerWatermark`), which
+/// is how herald-shaper knows that no older candidate is still to come.
 final class TriggerHandler: StageHandler {
     let rules: RuleSet
     let topics: TopicNames
@@ -28,6 +31,12 @@ final class TriggerHandler: StageHandler {
     private var engines: [Int32: TriggerEngine] = [:]
     private var clocks: PartitionClocks
     private var triggerOutputs: [TriggerOutput] = []
+    /// The clock last published per partition number, and when.
+    private var published: [Int32: (time: Timestamp, at: ContinuousClock.Instant)] = [:]
+    /// Between two watermarks published while events flow, and while only the wall clock
+    /// moves them (idle partitions).
+    static let watermarkInterval: Duration = .milliseconds(20)
+    static let idleWatermarkInterval: Duration = .milliseconds(200)
 
     init(rules: RuleSet, topics: TopicNames, grace: TimeSpan, logger: Logger) {
         self.rules = rules
@@ -59,7 +68,8 @@ final class TriggerHandler: StageHandler {
             engine.process(event, into: &triggerOutputs)
             engines[message.partition] = engine
             clocks.setCaughtUp(tp, positions.isCaughtUp(tp))
-            publish(&out)
+            publish(message.partition, &out)
+            publishWatermark(message.partition, clock: engine.clock, idle: false, &out)
         }
     }
 
@@ -68,34 +78,69 @@ final class TriggerHandler: StageHandler {
         for tp in positions.assignment {
             clocks.setCaughtUp(tp, positions.isCaughtUp(tp))
         }
-        for partition in engines.keys.sorted() {
-            guard let watermark = clocks.watermark(partition, wallClock: now), var engine = engines.removeValue(forKey: partition) else { continue }
+        // Every assigned partition, with events or not: herald-shaper waits for its clock.
+        let assigned = Set(positions.assignment.map(\.partition))
+        for partition in assigned.union(engines.keys).sorted() {
+            guard let watermark = clocks.watermark(partition, wallClock: now) else { continue }
+            var engine = engines.removeValue(forKey: partition) ?? TriggerEngine(rules: rules)
             triggerOutputs.removeAll(keepingCapacity: true)
             engine.advance(to: watermark, into: &triggerOutputs)
             engines[partition] = engine
-            publish(&out)
+            publish(partition, &out)
+            publishWatermark(partition, clock: engine.clock, idle: true, &out)
         }
     }
 
     func revoked(_ partitions: [TopicPartition]) {
-        // Without checkpoints (issue 5) a revoked partition's state goes with it.
-        for tp in partitions {
-            clocks.forget(tp)
-            engines[tp.partition] = nil
-        }
+        for tp in partitions { clocks.forget(tp) }
     }
 
+    func changes(_ partition: Int32) -> PartitionChanges {
+        var engine = engines.removeValue(forKey: partition) ?? TriggerEngine(rules: rules)
+        defer { engines[partition] = engine }
+        let users = engine.takeDirtyStates()
+        let seen = engine.takeNewSeenEvents()
+        return PartitionChanges(meta: engine.encodeMeta(), users: users, seen: seen, seenGenerations: engine.seenGenerations)
+    }
 
-    private func publish(_ out: inout [OutputRecord]) {
+    func restore(_ checkpoint: StoredCheckpoint) throws {
+        guard let meta = checkpoint.meta else {
+            engines[checkpoint.partition] = nil
+            published[checkpoint.partition] = nil
+            return
+        }
+        published[checkpoint.partition] = nil
+        engines[checkpoint.partition] = try TriggerEngine.restore(rules: rules, meta: meta, users: checkpoint.users,
+                                                                  seen: checkpoint.seen)
+    }
+
+    func drop(_ partition: Int32) {
+        engines[partition] = nil
+        published[partition] = nil
+    }
+
+    private func publish(_ partition: Int32, _ out: inout [OutputRecord]) {
         for o in triggerOutputs {
             switch o {
             case .candidate(let c):
                 HeraldMetrics.fired(c)
-                out.append(OutputRecord(topic: topics.candidates, key: Array(c.userID.utf8), value: c.json))
+                out.append(OutputRecord(topic: topics.candidates, partition: partition, key: Array(c.userID.utf8), value: c.json))
             case .conversion(let c):
-                out.append(OutputRecord(topic: topics.candidates, key: Array(c.userID.utf8), value: c.json))
+                out.append(OutputRecord(topic: topics.candidates, partition: partition, key: Array(c.userID.utf8), value: c.json))
             }
         }
     }
-}
 
+    /// Publishes the partition's clock when it moved (at most every `watermarkInterval`),
+    /// after the candidates it covers.
+    private func publishWatermark(_ partition: Int32, clock: Timestamp?, idle: Bool, _ out: inout [OutputRecord]) {
+        guard let clock else { return }
+        let now = ContinuousClock.now
+        if let last = published[partition] {
+            guard clock > last.time, now - last.at >= (idle ? Self.idleWatermarkInterval : Self.watermarkInterval) else { return }
+        }
+        published[partition] = (clock, now)
+        out.append(OutputRecord(topic: topics.candidates, partition: partition, key: nil,
+                                value: TriggerWatermark(time: clock).json))
+    }
+}

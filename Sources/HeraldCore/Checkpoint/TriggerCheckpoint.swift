@@ -1,0 +1,304 @@
+// Checkpoints of herald-trigger's per-partition state (issue 5): which users changed, their
+// state as bytes, the partition-level meta, and an engine rebuilt from them. Format:
+// docs/decisions.md, "Checkpoint encoding".
+
+extension TriggerEngine {
+    /// Users whose state changed (created, modified, removed) since the last call, encoded;
+    /// clears the dirty set. The first call on an engine not made by `restore` returns every
+    /// user (tracking starts there, so engines never checkpointed pay nothing for it).
+    public mutating func takeDirtyStates() -> [UserStateRecord] {
+        guard tracksDirty else {
+            tracksDirty = true
+            return allStates()
+        }
+        var out: [UserStateRecord] = []
+        out.reserveCapacity(dirtyKeys.count)
+        for key in dirtyKeys {
+            if let i = users.index(forKey: key) {
+                guard users.values[i].dirty else { continue }
+                users.values[i].dirty = false
+                out.append(UserStateRecord(shopID: key.shop, userID: key.user, state: Self.encode(users.values[i])))
+            } else {
+                out.append(UserStateRecord(shopID: key.shop, userID: key.user, state: nil))
+            }
+        }
+        dirtyKeys = []
+        return out
+    }
+
+    /// Every user's state, encoded (for tests/benchmarks and a first full checkpoint).
+    public func allStates() -> [UserStateRecord] {
+        users.map { UserStateRecord(shopID: $0.key.shop, userID: $0.key.user, state: Self.encode($0.value)) }
+    }
+
+    /// Event-id hashes recorded since the last call, grouped by generation; clears them. The
+    /// first call on an engine not made by `restore` returns the whole set.
+    public mutating func takeNewSeenEvents() -> [SeenEventsChunk] {
+        if !seenEvents.tracksNew {
+            seenEvents.tracksNew = true
+            seenEvents.previousNew = seenEvents.previous.pairs
+            seenEvents.currentNew = seenEvents.current.pairs
+        }
+        var out: [SeenEventsChunk] = []
+        if let start = seenEvents.previousStart, !seenEvents.previousNew.isEmpty {
+            out.append(SeenEventsChunk(generationStart: start, hashes: Self.bytes(seenEvents.previousNew)))
+        }
+        if let start = seenEvents.currentStart, !seenEvents.currentNew.isEmpty {
+            out.append(SeenEventsChunk(generationStart: start, hashes: Self.bytes(seenEvents.currentNew)))
+        }
+        seenEvents.previousNew = []
+        seenEvents.currentNew = []
+        return out
+    }
+
+    /// Generation starts of the seen set still in use; chunks of other generations can be deleted.
+    public var seenGenerations: [Timestamp] {
+        [seenEvents.previousStart, seenEvents.currentStart].compactMap { $0 }
+    }
+
+    /// Partition-level state: clock, timer sequence counter, seen-set generation starts, and
+    /// the rules layout (rule ids, counted-pattern keys) that per-user encodings refer to by index.
+    public func encodeMeta() -> [UInt8] {
+        var w = ByteWriter(capacity: 256)
+        w.byte(Checkpoint.version)
+        w.optionalTimestamp(clock)
+        w.uvarint(timers.sequence)
+        w.optionalTimestamp(seenEvents.currentStart)
+        w.optionalTimestamp(seenEvents.previousStart)
+        w.strings(rules.rules.map(\.id))
+        w.count(plan.countedPatterns.count)
+        for p in plan.countedPatterns { w.pattern(p) }
+        return w.bytes
+    }
+
+    /// Rebuilds an engine, timer heap included, from a checkpoint. `users` in any order;
+    /// `seen` chunks of any generations (those not in the meta's generations are ignored).
+    /// The rules may differ from the checkpoint's: per-user rule/pattern indices are remapped
+    /// by rule id / pattern key; pending firings, windows and goals of rules that no longer
+    /// exist are dropped; counts of patterns no longer referenced are dropped.
+    public static func restore(rules: RuleSet, eventHorizon: TimeSpan = .days(7), meta: [UInt8],
+                               users: [UserStateRecord], seen: [SeenEventsChunk]) throws(CheckpointDecodingError) -> TriggerEngine {
+        var engine = TriggerEngine(rules: rules, eventHorizon: eventHorizon)
+        var r = ByteReader(meta)
+        try Checkpoint.checkVersion(&r)
+        let clock = try r.optionalTimestamp()
+        let sequence = try r.uvarint()
+        let currentStart = try r.optionalTimestamp()
+        let previousStart = try r.optionalTimestamp()
+        let ruleIDs = try r.strings()
+        var patterns: [EventPattern] = []
+        for _ in 0..<(try r.count()) { patterns.append(try r.pattern()) }
+        try r.finish()
+
+        var newIndex: [String: Int] = [:]
+        for (i, rule) in rules.rules.enumerated() { newIndex[rule.id] = i }
+        let layout = Layout(ruleMap: ruleIDs.map { newIndex[$0] }, patternMap: patterns.map { engine.plan.countIndex($0) },
+                            patternCount: engine.plan.countedPatterns.count)
+
+        engine.clock = clock
+        engine.tracksDirty = true
+        engine.seenEvents.tracksNew = true
+        engine.users.reserveCapacity(users.count)
+        var entries: [TimerHeap.Entry] = []
+        var maxTimer = sequence
+        for record in users {
+            guard let bytes = record.state else { continue }
+            let key = UserKey(shop: record.shopID, user: record.userID)
+            let state = try decode(bytes, layout)
+            for p in state.pending {
+                entries.append(.init(due: p.due, sequence: p.timer, user: key))
+                maxTimer = max(maxTimer, p.timer)
+            }
+            engine.users[key] = state
+        }
+        // Timers of a user listed twice (the later record wins) are left to be skipped.
+        entries.sort(by: TimerHeap.less)
+        for e in entries { engine.timers.heap.push(e) }
+        engine.timers.sequence = maxTimer
+
+        engine.seenEvents.currentStart = currentStart
+        engine.seenEvents.previousStart = previousStart
+        var sizes = (current: 0, previous: 0)
+        for chunk in seen {
+            if chunk.generationStart == currentStart { sizes.current += chunk.hashes.count / 16 }
+            if chunk.generationStart == previousStart { sizes.previous += chunk.hashes.count / 16 }
+        }
+        engine.seenEvents.current.reserve(sizes.current)
+        engine.seenEvents.previous.reserve(sizes.previous)
+        for chunk in seen {
+            guard chunk.hashes.count % 16 == 0 else {
+                throw CheckpointDecodingError("seen-events chunk of \(chunk.hashes.count) bytes, not a multiple of 16")
+            }
+            let toCurrent = chunk.generationStart == currentStart
+            let toPrevious = chunk.generationStart == previousStart
+            guard toCurrent || toPrevious else { continue }
+            var r = ByteReader(chunk.hashes)
+            while !r.isAtEnd {
+                let a = try r.fixed64(), b = try r.fixed64()
+                if toCurrent { _ = engine.seenEvents.current.insert(a, b) }
+                if toPrevious { _ = engine.seenEvents.previous.insert(a, b) }
+            }
+        }
+        return engine
+    }
+
+    /// How a checkpoint's rule and pattern indices map onto the current rules.
+    struct Layout {
+        var ruleMap: [Int?]
+        var patternMap: [Int?]
+        var patternCount: Int
+    }
+
+    private static func bytes(_ pairs: [UInt64]) -> [UInt8] {
+        var w = ByteWriter(capacity: pairs.count * 8)
+        for v in pairs { w.fixed64(v) }
+        return w.bytes
+    }
+
+    // MARK: Per-user encoding
+
+    static func encode(_ u: UserState) -> [UInt8] {
+        var w = ByteWriter(capacity: 48)
+        w.byte(Checkpoint.version)
+        let base = u.firstSeen
+        w.timestamp(base)
+        w.timestamp(u.lastSeen, from: base)
+        w.count(u.counts.count)
+        for c in u.counts { w.varint(Int64(c)) }
+        w.count(u.pending.count)
+        for p in u.pending {
+            w.uvarint(p.timer)
+            w.count(p.rule)
+            w.int(p.ordinal)
+            w.timestamp(p.due, from: base)
+            w.timestamp(p.triggerTime, from: base)
+            w.string(p.triggerEventID)
+            w.int(p.repeatsLeft)
+            w.object(p.event)
+        }
+        let profile = u.profile, windows = u.windows, goals = u.goals, late = u.lateGoalEvents, ahead = u.ahead
+        var flags: UInt8 = 0
+        if profile != nil { flags |= 1 }
+        if !windows.isEmpty { flags |= 2 }
+        if !goals.isEmpty { flags |= 4 }
+        if !late.isEmpty { flags |= 8 }
+        if !ahead.isEmpty { flags |= 16 }
+        w.byte(flags)
+        if let profile { w.object(profile) }
+        if !windows.isEmpty {
+            w.count(windows.count)
+            for win in windows {
+                w.count(win.rule)
+                w.count(win.times.count)
+                for t in win.times { w.timestamp(t, from: base) }
+            }
+        }
+        if !goals.isEmpty {
+            w.count(goals.count)
+            for g in goals {
+                w.count(g.rule)
+                w.string(g.notificationID)
+                w.timestamp(g.from, from: base)
+                w.timestamp(g.until, from: base)
+            }
+        }
+        for list in [late, ahead] where !list.isEmpty {
+            w.count(list.count)
+            for s in list {
+                w.string(s.eventID)
+                w.timestamp(s.time, from: base)
+                w.byte(UInt8(LogicalTopic.allCases.firstIndex(of: s.topic)!))
+                w.string(s.type)
+                w.object(s.fields)
+            }
+        }
+        return w.bytes
+    }
+
+    static func decode(_ bytes: [UInt8], _ layout: Layout) throws(CheckpointDecodingError) -> UserState {
+        var r = ByteReader(bytes)
+        try Checkpoint.checkVersion(&r)
+        let base = try r.timestamp()
+        var u = UserState(at: base)
+        u.lastSeen = try r.timestamp(from: base)
+        let nCounts = try r.count()
+        if nCounts > 0 {
+            guard nCounts == layout.patternMap.count else { throw r.fail("\(nCounts) counts for \(layout.patternMap.count) patterns") }
+            var counts = [Int32](repeating: 0, count: layout.patternCount)
+            for i in 0..<nCounts {
+                let c = Int32(truncatingIfNeeded: try r.varint())
+                if let j = layout.patternMap[i] { counts[j] = c }
+            }
+            u.counts = counts
+        }
+        let nPending = try r.count(minBytes: 8)
+        u.pending.reserveCapacity(nPending)
+        for _ in 0..<nPending {
+            let timer = try r.uvarint()
+            let rule = try r.index(below: layout.ruleMap.count)
+            let ordinal = try r.int(), due = try r.timestamp(from: base), triggerTime = try r.timestamp(from: base)
+            let id = try r.string(), repeatsLeft = try r.int(), event = try r.object()
+            guard let newRule = layout.ruleMap[rule] else { continue }
+            u.pending.append(.init(timer: timer, rule: newRule, ordinal: ordinal, due: due, triggerTime: triggerTime,
+                                   triggerEventID: id, repeatsLeft: repeatsLeft, event: event))
+        }
+        let flags = try r.byte()
+        guard flags < 32 else { throw r.fail("bad flags") }
+        if flags & 1 != 0 { u.profile = try r.object() }
+        if flags & 2 != 0 {
+            var windows: [UserState.Window] = []
+            for _ in 0..<(try r.count(minBytes: 2)) {
+                let rule = try r.index(below: layout.ruleMap.count)
+                var times: [Timestamp] = []
+                for _ in 0..<(try r.count()) { times.append(try r.timestamp(from: base)) }
+                if let newRule = layout.ruleMap[rule] { windows.append(.init(rule: newRule, times: times)) }
+            }
+            if !windows.isEmpty { u.windows = windows }
+        }
+        if flags & 4 != 0 {
+            var goals: [UserState.GoalWindow] = []
+            for _ in 0..<(try r.count(minBytes: 4)) {
+                let rule = try r.index(below: layout.ruleMap.count)
+                let id = try r.string(), from = try r.timestamp(from: base), until = try r.timestamp(from: base)
+                if let newRule = layout.ruleMap[rule] { goals.append(.init(rule: newRule, notificationID: id, from: from, until: until)) }
+            }
+            if !goals.isEmpty { u.goals = goals }
+        }
+        for bit: UInt8 in [8, 16] where flags & bit != 0 {
+            var list: [SeenRef] = []
+            for _ in 0..<(try r.count(minBytes: 5)) {
+                let id = try r.string(), time = try r.timestamp(from: base)
+                let topic = Int(try r.byte())
+                guard topic < LogicalTopic.allCases.count else { throw r.fail("bad topic") }
+                let type = try r.string(), fields = try r.object()
+                list.append(SeenRef(eventID: id, time: time, topic: LogicalTopic.allCases[topic], type: type, fields: fields))
+            }
+            if bit == 8 { u.lateGoalEvents = list } else { u.ahead = list }
+        }
+        try r.finish()
+        return u
+    }
+}
+
+extension ByteWriter {
+    mutating func optionalTimestamp(_ t: Timestamp?) {
+        if let t { byte(1); timestamp(t) } else { byte(0) }
+    }
+
+    mutating func pattern(_ p: EventPattern) {
+        byte(p.topic.map { UInt8(LogicalTopic.allCases.firstIndex(of: $0)! + 1) } ?? 0)
+        optionalString(p.type)
+    }
+}
+
+extension ByteReader {
+    mutating func optionalTimestamp() throws(CheckpointDecodingError) -> Timestamp? {
+        try bool() ? try timestamp() : nil
+    }
+
+    mutating func pattern() throws(CheckpointDecodingError) -> EventPattern {
+        let t = Int(try byte())
+        guard t <= LogicalTopic.allCases.count else { throw fail("bad topic") }
+        return EventPattern(topic: t == 0 ? nil : LogicalTopic.allCases[t - 1], type: try optionalString())
+    }
+}
