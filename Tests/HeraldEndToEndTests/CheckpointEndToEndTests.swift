@@ -65,7 +65,8 @@ import Testing
         let live = try ReplayExpectation.live(conn, schema: pipeline.schema)
         #expect(done, "rows differ from replay after kills: \(replay.differences(from: live))\n\(pipeline.logs)")
         #expect(replay.differences(from: live) == "")
-        #expect(try conn.execute("SELECT count(*) FROM \"\(pipeline.schema)\".dead_letters")[0, 0] == "0")
+        let letters = try conn.execute("SELECT stage, reason, detail FROM \"\(pipeline.schema)\".dead_letters LIMIT 5").rows
+        #expect(letters.isEmpty, "\(letters)")
 
         // A SIGTERM'd worker checkpoints the end of its input and exits 0; Kafka sees the same offsets.
         #expect(trigger.stop() == 0, "\(trigger.log.suffix(3000))")
