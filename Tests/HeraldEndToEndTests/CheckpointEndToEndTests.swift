@@ -93,4 +93,17 @@ import Testing
         #expect(trigger.log.contains("orders") && trigger.log.contains("behavior") && trigger.log.contains("same partition count"),
                 "\(trigger.log.suffix(2000))")
     }
+
+    @Test func anAssignmentThatSplitsPartitionNumbersIsRefused() throws {
+        let pipeline = try LocalPipeline(rules: RuleEngineEndToEndTests.cartRules, partitions: 2, logger: logger)
+        defer { pipeline.stop() }
+        for stage in ["herald-trigger", "herald-shaper"] {
+            let worker = try pipeline.startWorker(stage, arguments: ["-X", "partition.assignment.strategy=roundrobin"],
+                                                  overrides: ["HERALD_BROKERS": "127.0.0.1:1"])
+            #expect(throws: WorkerError.self) { _ = try pipeline.await(timeout: 60) { false } }
+            #expect(worker.exitCode != nil && worker.exitCode != 0)
+            #expect(worker.log.contains("partition.assignment.strategy=roundrobin is not supported by \(stage)"), "\(worker.log.suffix(2000))")
+            pipeline.kill9(worker)
+        }
+    }
 }

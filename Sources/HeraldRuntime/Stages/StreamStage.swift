@@ -122,6 +122,16 @@ final class StreamStage {
         return Stores(store: store, writer: CheckpointWriter(store: background))
     }
 
+    /// State is kept per partition number, so partition N of every input must land on the
+    /// same worker: eager range assignment does that (with equal partition counts).
+    static func checkAssignmentStrategy(_ config: WorkerConfig) throws {
+        if let strategy = config.kafkaProperties["partition.assignment.strategy"], strategy != "range" {
+            throw WorkerError.configuration(
+                "partition.assignment.strategy=\(strategy) is not supported by \(config.stage): it keeps per-user state by "
+                    + "partition number, which needs partition N of every input topic on one worker (range assignment)")
+        }
+    }
+
     func run(stop: StopSignal) throws {
         guard let conn = try PostgresWait.connect(config.postgres, logger: logger, stop: stop) else { return }
         guard try SchemaWait.untilMigrated(conn, config: config, logger: logger, stop: stop) else { return }
