@@ -31,6 +31,12 @@ final class RetentionGuard {
         self.logger = logger
     }
 
+    /// Consumption of `tp` starts at `offset`, a checkpoint's rather than the group's
+    /// committed offset (nil: from the beginning on purpose).
+    func start(_ tp: TopicPartition, at offset: Int64?) {
+        expected[tp] = .some(offset)
+    }
+
     /// Partitions revoked: their next owner (maybe this worker again) reads the committed offset afresh.
     func forget(_ partitions: [TopicPartition]) {
         for p in partitions { expected[p] = nil }
