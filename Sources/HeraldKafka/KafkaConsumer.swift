@@ -21,8 +21,13 @@ public final class KafkaConsumer {
         ("partition.assignment.strategy", "range"),
         ("enable.partition.eof", "false"),
         ("fetch.wait.max.ms", "10"),
-        // librdkafka 2.0.2 stalls briefly when the pre-fetch queue fills at the defaults.
-        ("queued.min.messages", "20000"),
+        // How many messages librdkafka pre-fetches before it stops fetching. 20,000 starved
+        // herald-trigger (26k events/s where 100,000 gives ~60k; docs/performance.md).
+        ("queued.min.messages", "100000"),
+        // …and at most 32 MiB of them (librdkafka's default is 64 MiB): herald-sink's
+        // ~600-byte outcomes would otherwise hold ~60 MiB it cannot use faster than
+        // PostgreSQL takes them.
+        ("queued.max.messages.kbytes", "32768"),
         ("log.queue", "false"),
     ]
 

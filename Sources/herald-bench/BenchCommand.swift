@@ -9,8 +9,8 @@ import Logging
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "herald-bench", abstract: "Herald benchmarks, each against a ceiling measured in the same run.",
-        subcommands: [SinkBench.self, TriggerLogicBench.self, TriggerBench.self, ShapeLogicBench.self, CheckpointCodecBench.self,
-                      RestoreBench.self, SoakCommand.self, ChaosCommand.self])
+        subcommands: [SinkBench.self, TriggerLogicBench.self, TriggerBench.self, ShapeLogicBench.self, EndToEndBench.self,
+                      BurstBench.self, StateBench.self, CheckpointCodecBench.self, RestoreBench.self, SoakCommand.self, ChaosCommand.self])
 }
 
 /// Where every subcommand records its numbers.
@@ -87,11 +87,11 @@ struct TriggerLogicBench: ParsableCommand {
         print(String(format: "parse:            %.0f events/s", r.parseEPS))
         print(String(format: "trigger logic:    %.0f events/s (target ≥ 1,000,000); %.1f%% produce candidates", r.triggerEPS, r.candidateShare * 100))
         print(String(format: "parse + trigger:  %.0f events/s (target ≥ 400,000)", r.parseAndTriggerEPS))
-        print(String(format: "state:            %.0f bytes per user (target ≤ 256)", r.stateBytesPerUser))
+        print(String(format: "state (in-process engine): %.0f bytes per user (the worker's: herald-bench state)", r.stateBytesPerUser))
         try output.record([
             "trigger_logic_eps": r.triggerEPS.rounded(), "parse_eps": r.parseEPS.rounded(),
             "parse_trigger_eps": r.parseAndTriggerEPS.rounded(), "trigger_candidate_share": (r.candidateShare * 1000).rounded() / 1000,
-            "state_bytes_per_user": r.stateBytesPerUser.rounded(), "trigger_logic_users": r.users,
+            "state_bytes_per_user_logic": r.stateBytesPerUser.rounded(), "trigger_logic_users": r.users,
         ])
     }
 }
@@ -113,16 +113,27 @@ struct TriggerBench: ParsableCommand {
     @Option(help: "Log level.")
     var logLevel = "warning"
 
+    @Option(name: .customLong("trigger-env"), help: "NAME=VALUE added to herald-trigger's environment, repeatable (e.g. HERALD_BATCH_SIZE=20000).")
+    var triggerEnvironment: [String] = []
+
     @OptionGroup var output: ReportOptions
 
     func run() throws {
         HeraldLogging.bootstrap(level: logLevel)
-        let r = try TriggerThroughputBenchmark(events: events, users: users, rulesPath: rules,
+        var env: [String: String] = [:]
+        for entry in triggerEnvironment {
+            guard let eq = entry.firstIndex(of: "=") else { throw ValidationError("--trigger-env takes NAME=VALUE") }
+            env[String(entry[..<eq])] = String(entry[entry.index(after: eq)...])
+        }
+        let load = LoadAverage.text
+        let r = try TriggerThroughputBenchmark(events: events, users: users, rulesPath: rules, workerEnvironment: env,
                                                logger: Logger(label: "herald-bench")).run()
         print(String(format: "consume ceiling: %.0f events/s (%.2f s, %d partitions per topic)", r.consumeCeilingEPS, r.consumeSeconds, r.partitions))
         print(String(format: "herald-trigger:  %.0f events/s (%.2f s)", r.triggerEPS, r.triggerSeconds))
         print(String(format: "trigger_ratio:   %.3f (target ≥ 0.5)", r.triggerRatio))
+        print("load average at the start: \(load)")
         try output.record([
+            "trigger_load_average": load,
             "consume_ceiling_eps": r.consumeCeilingEPS.rounded(), "trigger_eps": r.triggerEPS.rounded(),
             "trigger_ratio": (r.triggerRatio * 1000).rounded() / 1000, "trigger_events": r.events,
             "trigger_partitions": r.partitions,
@@ -153,6 +164,154 @@ struct ShapeLogicBench: ParsableCommand {
         print(String(format: "shape logic: %.0f candidates/s (target ≥ 500,000)", r.shapeCPS))
         for (k, v) in r.byStatus.sorted(by: { $0.key < $1.key }) { print("  \(k): \(v)") }
         try output.record(["shape_logic_cps": r.shapeCPS.rounded(), "shape_logic_candidates": r.candidates])
+    }
+}
+
+struct EndToEndBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "e2e",
+        abstract: "The whole pipeline at a fixed rate: event produced to Kafka → row committed in PostgreSQL, for immediate rules.")
+
+    @Option(help: "Events per second.")
+    var rate = 10_000
+
+    @Option(help: "Seconds of measured traffic.")
+    var seconds = 60.0
+
+    @Option(help: "Seconds of traffic before, drained before the measurement starts.")
+    var warmup = 5.0
+
+    @Option(help: "herald-sink --flush-interval (default: the sink's own).")
+    var sinkFlushInterval: String?
+
+    @Option(help: "Distinct users.")
+    var users = 100_000
+
+    @Option(help: "Rules file.")
+    var rules = "deploy/rules/herald.yaml"
+
+    @OptionGroup var output: ReportOptions
+
+    func run() throws {
+        HeraldLogging.bootstrap(level: "warning")
+        let load = LoadAverage.text
+        let r = try EndToEndLatencyBenchmark(rate: rate, seconds: seconds, warmup: warmup, users: users, rulesPath: rules,
+                                             sinkFlushInterval: sinkFlushInterval, logger: Logger(label: "herald-bench")).run()
+        print(String(format: "sent %d events in %.1f s (%.0f/s), %d partitions per topic", r.events, r.seconds,
+                     Double(r.events) / r.seconds, r.partitions))
+        print("rows of \(r.rules.joined(separator: ", ")): \(r.rows) measured, \(r.updatedRows) left out (updated after their first write)")
+        print(String(format: "e2e latency: p50 %.1f ms, p99 %.1f ms (target ≤ 100), max %.1f ms", r.p50, r.p99, r.max))
+        var values: [String: Any] = [:]
+        for st in r.stages {
+            print("  \(st.stage): " + String(format: "p50 %.0f ms, p99 %.0f ms", st.p50, st.p99))
+            let key = st.stage.replacingOccurrences(of: "herald-", with: "")
+            values["e2e_\(key)_p50_ms"] = st.p50.rounded()
+            values["e2e_\(key)_p99_ms"] = st.p99.rounded()
+        }
+        print("load average at the start: \(load)")
+        try output.record(values.merging([
+            "e2e_p50_ms": (r.p50 * 10).rounded() / 10, "e2e_p99_ms": (r.p99 * 10).rounded() / 10,
+            "e2e_max_ms": (r.max * 10).rounded() / 10, "e2e_rows": r.rows, "e2e_rate_eps": rate,
+            "e2e_seconds": (r.seconds * 10).rounded() / 10, "e2e_partitions": r.partitions, "e2e_load_average": load,
+            "e2e_sink_flush_interval": sinkFlushInterval ?? "default (200ms)",
+        ]) { _, new in new })
+    }
+}
+
+struct BurstBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "burst",
+        abstract: "Peak shaving: steady traffic, a burst at a multiple of what the capped sink sustains, steady again.")
+
+    @Option(help: "herald-sink --max-rows-per-second: what the pipeline sustains (one row per event).")
+    var cap = 1000
+
+    @Option(help: "The burst, as a multiple of the cap.")
+    var factor = 5
+
+    @Option(help: "Seconds of the burst.")
+    var burstSeconds = 60.0
+
+    @Option(help: "Events per second before and after the burst.")
+    var steadyRate = 200
+
+    @Option(help: "Seconds of steady traffic before the burst, and after the drain.")
+    var steadySeconds = 10.0
+
+    @Option(help: "Distinct users.")
+    var users = 100_000
+
+    @Option(help: "Rules file.")
+    var rules = "deploy/rules/herald.yaml"
+
+    @OptionGroup var output: ReportOptions
+
+    func run() throws {
+        HeraldLogging.bootstrap(level: "warning")
+        guard steadyRate < cap else { throw ValidationError("--steady-rate must be below --cap, or the backlog never drains") }
+        let load = LoadAverage.text
+        let r = try PeakShavingBenchmark(cap: cap, factor: factor, steadyRate: steadyRate, steadySeconds: steadySeconds,
+                                         burstSeconds: burstSeconds, users: users, rulesPath: rules,
+                                         logger: Logger(label: "herald-bench")).run()
+        print(String(format: "sent %d events (%d in the %.0f s burst at %d/s), %d partitions per topic", r.events, r.burstEvents,
+                     r.burstSeconds, factor * cap, r.partitions))
+        print("notifications expected: \(r.expected); lost: \(r.lost) (must be 0); unexpected: \(r.unexpected)")
+        print(String(format: "max PostgreSQL rows/s: %d in one second, %.0f averaged over 10 s (cap %d)",
+                     r.maxRowsPerSecond, r.maxRowsPerSecond10s, cap))
+        print(String(format: "drained %.1f s after the burst", r.drainSeconds))
+        for (k, v) in r.peakRSSMiB.sorted(by: { $0.key < $1.key }) { print("peak RSS \(k): " + String(format: "%.0f MiB", v)) }
+        print("load average at the start: \(load)")
+        var values: [String: Any] = [
+            "burst_lost": r.lost, "burst_unexpected": r.unexpected, "burst_expected": r.expected,
+            "burst_max_pg_rps": r.maxRowsPerSecond, "burst_max_pg_rps_10s": r.maxRowsPerSecond10s.rounded(),
+            "burst_cap_rps": cap, "burst_rate_eps": factor * cap, "burst_seconds": r.burstSeconds,
+            "burst_drain_s": (r.drainSeconds * 10).rounded() / 10,
+            "burst_peak_rss_mb": (r.peakRSSMiB.values.max() ?? 0).rounded(), "burst_load_average": load,
+        ]
+        for (name, v) in r.peakRSSMiB {
+            // herald-trigger-1 → burst_peak_rss_mb_trigger
+            let stage = name.split(separator: "-").dropFirst().first.map(String.init) ?? name
+            values["burst_peak_rss_mb_\(stage)"] = v.rounded()
+        }
+        try output.record(values)
+        if r.lost > 0 { throw ExitCode(1) }
+    }
+}
+
+struct StateBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "state",
+        abstract: "Resident memory per user of a herald-trigger process holding N users' state.")
+
+    @Option(help: "Users, one event each.")
+    var users = 1_000_000
+
+    @Option(help: "Rules file.")
+    var rules = "deploy/rules/herald.yaml"
+
+    @OptionGroup var output: ReportOptions
+
+    func run() throws {
+        HeraldLogging.bootstrap(level: "warning")
+        let load = LoadAverage.text
+        let r = try StateSizeBenchmark(users: users, rulesPath: rules, logger: Logger(label: "herald-bench")).run()
+        print(String(format: "herald-trigger RSS idle %.0f MiB, holding %d users %.0f MiB (peak %.0f MiB); drained in %.1f s",
+                     Double(r.idleBytes) / 1_048_576, r.users, Double(r.fullBytes) / 1_048_576,
+                     Double(r.peakBytes) / 1_048_576, r.seconds))
+        print(String(format: "state: %.0f bytes per user (target ≤ 256)", r.bytesPerUser))
+        print("load average at the start: \(load)")
+        try output.record([
+            "state_bytes_per_user": r.bytesPerUser.rounded(), "state_users": r.users,
+            "state_idle_rss_mb": (Double(r.idleBytes) / 1_048_576).rounded(),
+            "state_full_rss_mb": (Double(r.fullBytes) / 1_048_576).rounded(), "state_load_average": load,
+        ])
+    }
+}
+
+/// The 1, 5 and 15-minute load averages, for the record: the machine is shared.
+enum LoadAverage {
+    static var text: String {
+        ((try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8)) ?? "").split(separator: " ").prefix(3).joined(separator: " ")
     }
 }
 

@@ -133,7 +133,7 @@ import Testing
                                                directory: pipeline.workDirectory)
         #expect(expected.notifications.count == 300)
         let conn = try pipeline.connect()
-        let lag = try StageLag(pipeline)
+        let lag = try StageLag(pipeline: pipeline)
         var got = PipelineRows()
         var ends: [String: [TopicPartition: Int64]]?
         let done = try pipeline.await(timeout: 240, every: 1) {

@@ -46,8 +46,8 @@ public struct Soak {
         try pipeline.startWorkers()
         let producer = try pipeline.producer()
         let topics = TopicNames()
-        let stageLag = try StageLag(pipeline)
-        func lag() -> [String: Int64] { stageLag.perStage() }
+        let stageLag = try StageLag(pipeline: pipeline)
+        func lag() -> [String: Int64] { stageLag.lag() }
         func sample(_ started: Date) -> Sample {
             var rss: [String: Double] = [:]
             for w in pipeline.workers { rss[w.name] = Double(ProcessMemory.residentBytes(pid: w.pid)) / 1_048_576 }

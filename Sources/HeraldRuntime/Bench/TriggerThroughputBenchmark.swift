@@ -22,9 +22,13 @@ public struct TriggerThroughputBenchmark {
     public var events: Int
     public var users: Int
     public var rulesPath: String
+    /// Extra environment of the herald-trigger process (`HERALD_KAFKA_PROPERTIES`,
+    /// `HERALD_BATCH_SIZE`, …), for trying settings one at a time.
+    public var workerEnvironment: [String: String]
     public let logger: Logger
 
-    public init(events: Int, users: Int, rulesPath: String, logger: Logger) {
+    public init(events: Int, users: Int, rulesPath: String, workerEnvironment: [String: String] = [:], logger: Logger) {
+        self.workerEnvironment = workerEnvironment
         self.events = events
         self.users = users
         self.rulesPath = rulesPath
@@ -90,7 +94,8 @@ public struct TriggerThroughputBenchmark {
 
         // 2. herald-trigger.
         Console.say("herald-trigger draining \(events) events …")
-        let trigger = try pipeline.startWorker("herald-trigger", arguments: ["--metrics-port", "0"])
+        let trigger = try pipeline.startWorker("herald-trigger", arguments: ["--metrics-port", "0"],
+                                              overrides: workerEnvironment)
         var started: (at: ContinuousClock.Instant, done: Int64)?
         var finished: ContinuousClock.Instant?
         while finished == nil, clock.now < deadline {

@@ -17,7 +17,7 @@ struct StoredCheckpoint {
 }
 
 /// What one checkpoint writes for one partition number: changes only.
-struct CheckpointWrite {
+struct CheckpointWrite: Sendable {
     var partition: Int32
     var epoch: Int64
     var meta: [UInt8]

@@ -324,7 +324,7 @@ public struct Chaos {
             return w
         }
         for stage in Stage.allCases { _ = try start(stage) }
-        let lag = try StageLag(pipeline)
+        let lag = try StageLag(pipeline: pipeline)
         let producer = try pipeline.producer()
 
         let schedule = Self.schedule(options, duration: duration)
@@ -404,7 +404,7 @@ public struct Chaos {
             }
             if Date() >= nextProgress {
                 producer.poll()
-                let l = lag.perStage().sorted { $0.key < $1.key }.map { "\($0.key.dropFirst(7))=\($0.value)" }.joined(separator: " ")
+                let l = lag.lag().sorted { $0.key < $1.key }.map { "\($0.key.dropFirst(7))=\($0.value)" }.joined(separator: " ")
                 Console.say(String(format: "%6.0fs  sent %d/%d  lag %@", elapsed, i + 1, options.events, l))
                 nextProgress = nextProgress.addingTimeInterval(10)
             }
@@ -459,7 +459,7 @@ public struct Chaos {
         if !settled { got = try PipelineRows.read(conn, schema: pipeline.schema) }
         let drainSeconds = Date().timeIntervalSince(drainStart)
         let deadLetters = Int(try conn.execute("SELECT count(*) FROM \(s).dead_letters")[0, 0] ?? "0") ?? 0
-        if !settled { Console.say("rows still differ after 300 s; lag \(lag.perStage())\n\(pipeline.logs)") }
+        if !settled { Console.say("rows still differ after 300 s; lag \(lag.lag())\n\(pipeline.logs)") }
         return Result(events: sent, seconds: seconds, quietEnd: quietEnd, drainSeconds: drainSeconds, counts: counts, log: log, expected: expected,
                       diffs: RowDiff.compare(expected: expected, got: got), deadLetters: deadLetters, stopCodes: [:])
     }

@@ -33,8 +33,10 @@ public final class ThrowawayPostgres: @unchecked Sendable {
     private var running = false
     private var removed = false
 
-    /// Creates the cluster, starts the server and creates database `herald`.
-    public init() throws {
+    /// Creates the cluster, starts the server and creates database `herald`. `settings` are
+    /// extra server settings (`-c name=value`), e.g. `track_commit_timestamp: "on"` for
+    /// `herald-bench e2e`.
+    public init(settings: [String: String] = [:]) throws {
         let bin = try Self.findBinDirectory()
         binDirectory = bin
         runAsPostgres = geteuid() == 0
@@ -49,6 +51,7 @@ public final class ThrowawayPostgres: @unchecked Sendable {
         port = Self.freePort()
         serverOptions = "-p \(port) -k \(directory.path) -c listen_addresses='' "
             + "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+            + settings.sorted { $0.key < $1.key }.map { " -c \($0.key)=\($0.value)" }.joined()
         conninfo = "host=\(directory.path) port=\(port) user=postgres dbname=herald"
 
         do {

@@ -31,11 +31,10 @@ final class RetentionGuard {
         self.logger = logger
     }
 
-    /// The stage starts `tp` at `offset` (a checkpoint's) rather than at the offset committed
-    /// to Kafka, which may be older (the Kafka commit follows the checkpoint and can fail):
-    /// what lies between was processed, not lost. A negative offset (the beginning) expects nothing.
-    func start(_ tp: TopicPartition, at offset: Int64) {
-        expected[tp] = .some(offset >= 0 ? offset : nil)
+    /// Consumption of `tp` starts at `offset`, a checkpoint's rather than the group's
+    /// committed offset (nil: from the beginning on purpose).
+    func start(_ tp: TopicPartition, at offset: Int64?) {
+        expected[tp] = .some(offset)
     }
 
     /// Partitions revoked: their next owner (maybe this worker again) reads the committed offset afresh.

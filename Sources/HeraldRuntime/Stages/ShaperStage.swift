@@ -8,6 +8,7 @@ public enum ShaperStage {
 
     public static func run(config: WorkerConfig, rules: RuleSet, logger: Logger, stop: StopSignal) throws {
         let topics = config.topics
+        try StreamStage.checkAssignmentStrategy(config)
         // Preferences and engagement arrive on `behavior`; partition N of it holds the same
         // users as partition N of the candidates (both keyed by user_id).
         _ = try TopicCheck.waitForTopics([topics.candidates, topics.behavior], coPartitioned: true,

@@ -107,17 +107,43 @@ final class StreamStage {
         self.handler = handler
     }
 
+    /// The stage thread's store (claims, loads, checkpoints at revocation) and the writer
+    /// of periodic checkpoints, each on its own connection.
+    private struct Stores {
+        var store: CheckpointStore
+        var writer: CheckpointWriter
+    }
+
+    private func connectStores(stop: StopSignal) throws -> Stores? {
+        guard let conn = try PostgresWait.connect(config.postgres, logger: logger, stop: stop),
+              let writerConn = try PostgresWait.connect(config.postgres, logger: logger, stop: stop) else { return nil }
+        let store = try CheckpointStore(conn: conn, schema: config.schema, group: config.group)
+        let background = try CheckpointStore(conn: writerConn, schema: config.schema, group: config.group)
+        return Stores(store: store, writer: CheckpointWriter(store: background))
+    }
+
+    /// State is kept per partition number, so partition N of every input must land on the
+    /// same worker: eager range assignment does that (with equal partition counts).
+    static func checkAssignmentStrategy(_ config: WorkerConfig) throws {
+        if let strategy = config.kafkaProperties["partition.assignment.strategy"], strategy != "range" {
+            throw WorkerError.configuration(
+                "partition.assignment.strategy=\(strategy) is not supported by \(config.stage): it keeps per-user state by "
+                    + "partition number, which needs partition N of every input topic on one worker (range assignment)")
+        }
+    }
+
     func run(stop: StopSignal) throws {
-        guard var conn = try PostgresWait.connect(config.postgres, logger: logger, stop: stop) else { return }
+        guard let conn = try PostgresWait.connect(config.postgres, logger: logger, stop: stop) else { return }
         guard try SchemaWait.untilMigrated(conn, config: config, logger: logger, stop: stop) else { return }
-        var store = try CheckpointStore(conn: conn, schema: config.schema, group: config.group)
+        guard var stores = try connectStores(stop: stop) else { return }
+        defer { stores.writer.close() }
         let producer = try KafkaProducer(config: config.kafka, logger: logger)
         var backoff = Backoff()
         var sessions = 0
         while !stop.isSet {
             sessions += 1
             do {
-                try session(producer: producer, store: store, stop: stop)
+                try session(producer: producer, stores: stores, stop: stop)
             } catch {
                 // A consumer that cannot even be created on the first try is misconfigured.
                 if sessions == 1, case SessionError.consumerCreation(let e) = error { throw e }
@@ -126,11 +152,11 @@ final class StreamStage {
                     "error": "\(error)", "retry_in_s": "\(delay)",
                 ])
                 stop.sleep(delay)
-                if !conn.isHealthy || error is PostgresError {
-                    guard let c = try PostgresWait.connect(config.postgres, logger: logger, stop: stop) else { break }
-                    conn = c
+                if !stores.store.conn.isHealthy || error is PostgresError {
                     do {
-                        store = try CheckpointStore(conn: conn, schema: config.schema, group: config.group)
+                        guard let fresh = try connectStores(stop: stop) else { break }
+                        stores.writer.close()
+                        stores = fresh
                     } catch {
                         logger.warning("cannot prepare checkpoints", metadata: ["error": "\(error)"])
                     }
@@ -167,8 +193,9 @@ final class StreamStage {
         var monitor: PartitionMonitor?
     }
 
-    private func session(producer: KafkaProducer, store: CheckpointStore, stop: StopSignal) throws {
+    private func session(producer: KafkaProducer, stores: Stores, stop: StopSignal) throws {
         let own = Ownership()
+        let store = stores.store, writer = stores.writer
         let consumer: KafkaConsumer
         do {
             consumer = try KafkaConsumer(
@@ -176,9 +203,9 @@ final class StreamStage {
                 onRebalance: { [self] event in
                     switch event {
                     case .assigned(let partitions):
-                        return assigned(partitions, own: own, store: store)
+                        return assigned(partitions, own: own, store: store, writer: writer)
                     case .revoked(let partitions):
-                        revoked(partitions, own: own, store: store, producer: producer)
+                        revoked(partitions, own: own, store: store, writer: writer, producer: producer)
                         return [:]
                     }
                 })
@@ -188,6 +215,7 @@ final class StreamStage {
         own.consumer = consumer
         defer {
             consumer.close()
+            if writer.inFlight != nil { _ = try? writer.finish() }
             // Whatever the close could not checkpoint is not trusted beyond this session.
             for p in Set(own.owned.keys).union(own.retained.keys) { handler.drop(p) }
             // The consumer's callback holds `own`: break the cycle.
@@ -238,18 +266,20 @@ final class StreamStage {
             }
             batchStarted = nil
             if ContinuousClock.now - lastCheckpoint >= interval || sinceCheckpoint >= checkpointMessages {
+                // The previous checkpoint first (it has had a whole interval), then this one's
+                // outputs acknowledged, then its changes handed to the writer.
+                try finishCheckpoint(own: own, writer: writer)
                 try monitor.flush(producer, timeout: .seconds(60))
-                try checkpoint(own.owned.keys.sorted(), own: own, store: store)
+                let writes = changes(own.owned.keys.sorted(), own: own)
+                if !writes.isEmpty { writer.submit(writes, started: .now) }
                 lastCheckpoint = .now
                 sinceCheckpoint = 0
             }
         }
     }
 
-    /// Writes the partitions' changes (after every output so far is acknowledged — the
-    /// caller flushes the producer), then commits their offsets to Kafka.
-    private func checkpoint(_ partitions: [Int32], own: Ownership, store: CheckpointStore) throws {
-        let started = ContinuousClock.now
+    /// The partitions' changes since their last checkpoint (handed over by the handler).
+    private func changes(_ partitions: [Int32], own: Ownership) -> [CheckpointWrite] {
         var writes: [CheckpointWrite] = []
         for p in partitions {
             guard let o = own.owned[p] else { continue }
@@ -260,17 +290,46 @@ final class StreamStage {
             writes.append(CheckpointWrite(partition: p, epoch: o.epoch, meta: c.meta, offsets: o.next, users: c.users,
                                           seen: c.seen, seenGenerations: c.seenGenerations))
         }
+        return writes
+    }
+
+    /// Waits for the checkpoint the writer has in flight. Committed: its offsets go to Kafka.
+    /// Failed: the handler had handed its changes over, so its state can no longer be
+    /// checkpointed incrementally; it goes, and the partitions are reloaded next session.
+    private func finishCheckpoint(own: Ownership, writer: CheckpointWriter) throws {
+        guard let pending = writer.inFlight else { return }
+        do {
+            _ = try writer.finish()
+        } catch {
+            dropAfterFailedCheckpoint(pending.writes.map(\.partition), own: own)
+            throw error
+        }
+        committed(pending.writes, since: pending.started, own: own)
+    }
+
+    /// Writes the partitions' changes now, on the stage's thread (revocation); the caller
+    /// has flushed the producer.
+    private func checkpointNow(_ partitions: [Int32], own: Ownership, store: CheckpointStore) throws {
+        let started = ContinuousClock.now
+        let writes = changes(partitions, own: own)
         do {
             try store.save(writes)
         } catch {
-            // The handler has handed its changes over: without them its state can no longer
-            // be checkpointed incrementally, so it goes, and the partitions are reloaded.
-            for p in partitions {
-                handler.drop(p)
-                own.owned[p] = nil
-            }
+            dropAfterFailedCheckpoint(partitions, own: own)
             throw error
         }
+        committed(writes, since: started, own: own)
+    }
+
+    private func dropAfterFailedCheckpoint(_ partitions: [Int32], own: Ownership) {
+        for p in partitions {
+            handler.drop(p)
+            own.owned[p] = nil
+        }
+    }
+
+    /// A checkpoint is in PostgreSQL: remember it, and commit its offsets to Kafka.
+    private func committed(_ writes: [CheckpointWrite], since started: ContinuousClock.Instant, own: Ownership) {
         var commit: [TopicPartition: Int64] = [:]
         for w in writes {
             own.owned[w.partition]?.saved = w.offsets
@@ -293,8 +352,17 @@ final class StreamStage {
     }
 
     /// Claims and loads the assigned partition numbers; returns where to start reading.
-    private func assigned(_ partitions: [TopicPartition], own: Ownership, store: CheckpointStore) -> [TopicPartition: Int64] {
+    private func assigned(_ partitions: [TopicPartition], own: Ownership, store: CheckpointStore,
+                          writer: CheckpointWriter) -> [TopicPartition: Int64] {
         logger.info("partitions assigned", metadata: ["partitions": "\(partitions)"])
+        // A claim bumps the epoch: nothing of this worker's may still be on its way.
+        do {
+            try finishCheckpoint(own: own, writer: writer)
+        } catch {
+            logger.error("a checkpoint failed", metadata: ["error": "\(error)"])
+            own.failure = error
+            return [:]
+        }
         let numbers = Set(partitions.map(\.partition))
         for (p, _) in own.retained where !numbers.contains(p) {
             handler.drop(p)
@@ -329,8 +397,8 @@ final class StreamStage {
                 for tp in partitions where tp.partition == p {
                     let offset = owned.next[tp.topic] ?? KafkaConsumer.offsetBeginning
                     start[tp] = offset
-                    own.retention?.start(tp, at: offset)
                     if offset >= 0 { own.positions?.start(tp, at: offset) }
+                    own.retention?.start(tp, at: offset >= 0 ? offset : nil)
                 }
             }
         } catch {
@@ -342,16 +410,23 @@ final class StreamStage {
 
     /// Checkpoints the revoked partition numbers and keeps their state in memory in case
     /// they come back (eager rebalancing revokes everything first).
-    private func revoked(_ partitions: [TopicPartition], own: Ownership, store: CheckpointStore, producer: KafkaProducer) {
+    private func revoked(_ partitions: [TopicPartition], own: Ownership, store: CheckpointStore, writer: CheckpointWriter,
+                         producer: KafkaProducer) {
         logger.info("partitions revoked", metadata: ["partitions": "\(partitions)"])
         own.positions?.forget(partitions)
         own.retention?.forget(partitions)
         handler.revoked(partitions)
+        do {
+            try finishCheckpoint(own: own, writer: writer)
+        } catch {
+            logger.warning("a checkpoint failed; the partitions' next owners resume from the one before",
+                           metadata: ["error": "\(error)"])
+        }
         let numbers = Set(partitions.map(\.partition)).filter { own.owned[$0] != nil }.sorted()
         guard !numbers.isEmpty else { return }
         do {
             try producer.flush(timeout: .seconds(30))
-            try checkpoint(numbers, own: own, store: store)
+            try checkpointNow(numbers, own: own, store: store)
             for p in numbers { own.retained[p] = own.owned.removeValue(forKey: p) }
         } catch {
             logger.warning("cannot checkpoint revoked partitions; their next owner resumes from the previous checkpoint",

@@ -9,6 +9,7 @@ public enum TriggerStage {
 
     public static func run(config: WorkerConfig, rules: RuleSet, logger: Logger, stop: StopSignal) throws {
         let topics = config.topics
+        try StreamStage.checkAssignmentStrategy(config)
         // Candidates go to the partition number of their input (`TriggerWatermark`).
         _ = try TopicCheck.waitForTopics([topics.orders, topics.behavior, topics.candidates], coPartitioned: true,
                                          config: config, logger: logger, stop: stop)

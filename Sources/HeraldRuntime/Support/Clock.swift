@@ -12,10 +12,19 @@ extension Timestamp {
 public enum ProcessMemory {
     /// VmRSS of `pid`, or of this process when nil; 0 when it cannot be read.
     public static func residentBytes(pid: Int32? = nil) -> Int {
+        statusKiB("VmRSS:", pid: pid) * 1024
+    }
+
+    /// VmHWM (the peak of VmRSS since the process started) of `pid`, or of this process.
+    public static func peakResidentBytes(pid: Int32? = nil) -> Int {
+        statusKiB("VmHWM:", pid: pid) * 1024
+    }
+
+    private static func statusKiB(_ field: String, pid: Int32?) -> Int {
         let path = "/proc/\(pid.map(String.init) ?? "self")/status"
         guard let s = try? String(contentsOfFile: path, encoding: .utf8) else { return 0 }
-        for line in s.split(separator: "\n") where line.hasPrefix("VmRSS:") {
-            return (Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0) * 1024
+        for line in s.split(separator: "\n") where line.hasPrefix(field) {
+            return Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0
         }
         return 0
     }
