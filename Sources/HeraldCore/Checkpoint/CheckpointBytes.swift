@@ -272,6 +272,59 @@ extension Candidate {
     }
 }
 
+/// Several encoded parts kept as one checkpoint blob (a worker's partition state holds the
+/// engine's meta and its own), each prefixed with its length.
+public enum CheckpointParts {
+    public static func join(_ parts: [[UInt8]]) -> [UInt8] {
+        var w = ByteWriter(capacity: 16 + parts.reduce(0) { $0 + $1.count + 5 })
+        w.byte(Checkpoint.version)
+        w.count(parts.count)
+        for p in parts {
+            w.count(p.count)
+            w.bytes += p
+        }
+        return w.bytes
+    }
+
+    public static func split(_ bytes: [UInt8]) throws(CheckpointDecodingError) -> [[UInt8]] {
+        var r = ByteReader(bytes)
+        try Checkpoint.checkVersion(&r)
+        let n = try r.count()
+        var parts: [[UInt8]] = []
+        for _ in 0..<n {
+            let length = try r.count(minBytes: 1)
+            parts.append(Array(r.bytes[r.offset..<r.offset + length]))
+            r.offset += length
+        }
+        try r.finish()
+        return parts
+    }
+}
+
+extension Candidate {
+    /// Candidates in order, as one checkpoint blob (herald-shaper's worker keeps those still
+    /// waiting for the watermark in its partition's checkpoint).
+    public static func checkpointBytes(_ list: [Candidate]) -> [UInt8] {
+        var w = ByteWriter(capacity: 64 + 256 * list.count)
+        w.byte(Checkpoint.version)
+        w.count(list.count)
+        for c in list { w.write(c) }
+        return w.bytes
+    }
+
+    /// Decodes `checkpointBytes(_:)`.
+    public static func list(checkpointBytes bytes: [UInt8]) throws(CheckpointDecodingError) -> [Candidate] {
+        var r = ByteReader(bytes)
+        try Checkpoint.checkVersion(&r)
+        let n = try r.count()
+        var list: [Candidate] = []
+        list.reserveCapacity(n)
+        for _ in 0..<n { list.append(try r.candidate()) }
+        try r.finish()
+        return list
+    }
+}
+
 extension ByteWriter {
     mutating func write(_ c: Candidate) {
         string(c.id)

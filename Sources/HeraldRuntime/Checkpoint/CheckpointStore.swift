@@ -162,27 +162,46 @@ final class CheckpointStore {
                         """, [group])
                 }
             }
-            for w in writes {
-                let p = String(w.partition)
-                try conn.execute("UPDATE \(s).checkpoints SET meta = $3, updated_at = now() WHERE group_id = $1 AND partition = $2",
-                                 [group, p, Hex.bytea(w.meta)])
-                for (topic, offset) in w.offsets.sorted(by: { $0.key < $1.key }) {
-                    try conn.execute("""
-                        INSERT INTO \(s).checkpoint_offsets (group_id, topic, partition, next_offset) VALUES ($1, $2, $3, $4)
-                        ON CONFLICT (group_id, partition, topic) DO UPDATE SET next_offset = excluded.next_offset
-                        """, [group, topic, p, String(offset)])
-                }
-                for chunk in w.seen where !chunk.hashes.isEmpty {
-                    try conn.execute("""
-                        INSERT INTO \(s).checkpoint_seen (group_id, partition, generation_start, hashes) VALUES ($1, $2, $3, $4)
-                        """, [group, p, String(chunk.generationStart.microseconds), Hex.bytea(chunk.hashes)])
-                }
-                if let generations = w.seenGenerations {
-                    try conn.execute("""
-                        DELETE FROM \(s).checkpoint_seen
-                        WHERE group_id = $1 AND partition = $2 AND generation_start <> ALL($3::bigint[])
-                        """, [group, p, "{" + generations.map { String($0.microseconds) }.joined(separator: ",") + "}"])
-                }
+            // Every partition's meta, offsets and seen-set chunks: one statement each, whatever
+            // the number of partitions.
+            func ints(_ values: [Int32]) -> String { "{" + values.map(String.init).joined(separator: ",") + "}" }
+            func bigints(_ values: [Int64]) -> String { "{" + values.map(String.init).joined(separator: ",") + "}" }
+            try conn.execute("""
+                UPDATE \(s).checkpoints c SET meta = m.meta, updated_at = now()
+                FROM unnest($2::integer[], $3::bytea[]) AS m(partition, meta)
+                WHERE c.group_id = $1 AND c.partition = m.partition
+                """, [group, ints(writes.map(\.partition)), PostgresArray.literal(writes.map { Hex.bytea($0.meta) })])
+            let offsets = writes.flatMap { w in w.offsets.sorted { $0.key < $1.key }.map { (w.partition, $0.key, $0.value) } }
+            if !offsets.isEmpty {
+                try conn.execute("""
+                    INSERT INTO \(s).checkpoint_offsets (group_id, partition, topic, next_offset)
+                    SELECT $1, o.partition, o.topic, o.next_offset
+                    FROM unnest($2::integer[], $3::text[], $4::bigint[]) AS o(partition, topic, next_offset)
+                    ON CONFLICT (group_id, partition, topic) DO UPDATE SET next_offset = excluded.next_offset
+                    """, [group, ints(offsets.map(\.0)), PostgresArray.literal(offsets.map(\.1)), bigints(offsets.map(\.2))])
+            }
+            let chunks = writes.flatMap { w in w.seen.filter { !$0.hashes.isEmpty }.map { (w.partition, $0) } }
+            if !chunks.isEmpty {
+                try conn.execute("""
+                    INSERT INTO \(s).checkpoint_seen (group_id, partition, generation_start, hashes)
+                    SELECT $1, c.partition, c.generation_start, c.hashes
+                    FROM unnest($2::integer[], $3::bigint[], $4::bytea[]) WITH ORDINALITY AS c(partition, generation_start, hashes, n)
+                    ORDER BY c.n
+                    """, [group, ints(chunks.map(\.0)), bigints(chunks.map(\.1.generationStart.microseconds)),
+                          PostgresArray.literal(chunks.map { Hex.bytea($0.1.hashes) })])
+            }
+            // Chunks of generations no longer in use; a partition listed with no generation
+            // (a NULL pair) loses all of them.
+            let pruned = writes.compactMap { w in w.seenGenerations.map { (w.partition, $0) } }
+            if !pruned.isEmpty {
+                let pairs = pruned.flatMap { p, gs in gs.isEmpty ? [(p, Int64?.none)] : gs.map { (p, Int64?.some($0.microseconds)) } }
+                try conn.execute("""
+                    DELETE FROM \(s).checkpoint_seen c
+                    USING (SELECT k.partition, coalesce(array_agg(k.generation_start) FILTER (WHERE k.generation_start IS NOT NULL),
+                                                        '{}') AS generations
+                           FROM unnest($2::integer[], $3::bigint[]) AS k(partition, generation_start) GROUP BY k.partition) AS k
+                    WHERE c.group_id = $1 AND c.partition = k.partition AND c.generation_start <> ALL(k.generations)
+                    """, [group, ints(pairs.map(\.0)), "{" + pairs.map { $0.1.map(String.init) ?? "NULL" }.joined(separator: ",") + "}"])
             }
         }
     }

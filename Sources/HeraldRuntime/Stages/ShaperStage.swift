@@ -121,10 +121,8 @@ final class ShaperHandler: StageHandler {
         var p = self.partition(partition)
         defer { partitions[partition] = p }
         let users = p.shaper.takeDirtyStates()
-        var meta = Frames()
-        meta.append(p.shaper.encodeMeta())
-        for c in p.waiting { meta.append(c.json) }
-        return PartitionChanges(meta: meta.bytes, users: users)
+        let meta = CheckpointParts.join([p.shaper.encodeMeta(), Candidate.checkpointBytes(p.waiting)])
+        return PartitionChanges(meta: meta, users: users)
     }
 
     func restore(_ checkpoint: StoredCheckpoint) throws {
@@ -132,13 +130,10 @@ final class ShaperHandler: StageHandler {
             partitions[checkpoint.partition] = nil
             return
         }
-        let frames = try Frames.split(meta)
-        guard let first = frames.first else { throw Frames.Malformed() }
-        var p = ShaperPartition(shaper: try Shaper.restore(rules: rules, meta: first, users: checkpoint.users))
-        for frame in frames.dropFirst() {
-            guard let c = try? Candidate(json: frame) else { throw Frames.Malformed() }
-            p.waiting.append(c)
-        }
+        let parts = try CheckpointParts.split(meta)
+        guard parts.count == 2 else { throw CheckpointDecodingError("herald-shaper's partition state has \(parts.count) parts, not 2") }
+        var p = ShaperPartition(shaper: try Shaper.restore(rules: rules, meta: parts[0], users: checkpoint.users))
+        p.waiting = try Candidate.list(checkpointBytes: parts[1])
         partitions[checkpoint.partition] = p
     }
 
@@ -166,34 +161,5 @@ final class ShaperHandler: StageHandler {
             HeraldMetrics.decided(outcome)
             out.append(OutputRecord(topic: topics.outcomes, key: Array(outcome.userID.utf8), value: outcome.json))
         }
-    }
-}
-
-/// Length-prefixed byte strings (a 4-byte big-endian length before each).
-struct Frames {
-    struct Malformed: Error, CustomStringConvertible {
-        var description: String { "malformed checkpoint frames" }
-    }
-
-    private(set) var bytes: [UInt8] = []
-
-    mutating func append(_ frame: [UInt8]) {
-        let n = UInt32(frame.count)
-        bytes += [UInt8(n >> 24), UInt8(n >> 16 & 0xFF), UInt8(n >> 8 & 0xFF), UInt8(n & 0xFF)]
-        bytes += frame
-    }
-
-    static func split(_ bytes: [UInt8]) throws -> [[UInt8]] {
-        var frames: [[UInt8]] = []
-        var i = 0
-        while i < bytes.count {
-            guard bytes.count - i >= 4 else { throw Malformed() }
-            let n = Int(bytes[i]) << 24 | Int(bytes[i + 1]) << 16 | Int(bytes[i + 2]) << 8 | Int(bytes[i + 3])
-            i += 4
-            guard bytes.count - i >= n else { throw Malformed() }
-            frames.append(Array(bytes[i..<i + n]))
-            i += n
-        }
-        return frames
     }
 }
