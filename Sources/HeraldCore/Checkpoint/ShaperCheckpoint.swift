@@ -10,25 +10,14 @@ extension Shaper {
             tracksDirty = true
             return allStates()
         }
-        var out: [UserStateRecord] = []
-        out.reserveCapacity(dirtyKeys.count)
-        var removed: Set<UserKey> = []
-        for key in dirtyKeys {
-            if let i = users.index(forKey: key) {
-                guard users.values[i].dirty else { continue }
-                users.values[i].dirty = false
-                out.append(UserStateRecord(shopID: key.shop, userID: key.user, state: Self.encode(users.values[i])))
-            } else if removed.insert(key).inserted {
-                out.append(UserStateRecord(shopID: key.shop, userID: key.user, state: nil))
-            }
-        }
+        let out = DirtyStates.take(dirtyKeys, from: &users, encode: Self.encode)
         dirtyKeys = []
         return out
     }
 
     /// Every user's state, encoded (for tests/benchmarks and a first full checkpoint).
     public func allStates() -> [UserStateRecord] {
-        users.map { UserStateRecord(shopID: $0.key.shop, userID: $0.key.user, state: Self.encode($0.value)) }
+        DirtyStates.all(users, encode: Self.encode)
     }
 
     /// Partition-level state: clock, last sweep, timer sequence and the replay-drop counter.
