@@ -114,8 +114,9 @@ final class StreamStage {
         var writer: CheckpointWriter
     }
 
-    private func connectStores(stop: StopSignal) throws -> Stores? {
-        guard let conn = try PostgresWait.connect(config.postgres, logger: logger, stop: stop),
+    /// Both stores; the stage thread's on `conn` when given.
+    private func connectStores(using given: PostgresConnection? = nil, stop: StopSignal) throws -> Stores? {
+        guard let conn = try given ?? PostgresWait.connect(config.postgres, logger: logger, stop: stop),
               let writerConn = try PostgresWait.connect(config.postgres, logger: logger, stop: stop) else { return nil }
         let store = try CheckpointStore(conn: conn, schema: config.schema, group: config.group)
         let background = try CheckpointStore(conn: writerConn, schema: config.schema, group: config.group)
@@ -135,7 +136,7 @@ final class StreamStage {
     func run(stop: StopSignal) throws {
         guard let conn = try PostgresWait.connect(config.postgres, logger: logger, stop: stop) else { return }
         guard try SchemaWait.untilMigrated(conn, config: config, logger: logger, stop: stop) else { return }
-        guard var stores = try connectStores(stop: stop) else { return }
+        guard var stores = try connectStores(using: conn, stop: stop) else { return }
         defer { stores.writer.close() }
         let producer = try KafkaProducer(config: config.kafka, logger: logger)
         var backoff = Backoff()
@@ -215,7 +216,7 @@ final class StreamStage {
         own.consumer = consumer
         defer {
             consumer.close()
-            if writer.inFlight != nil { _ = try? writer.finish() }
+            _ = try? writer.finish()
             // Whatever the close could not checkpoint is not trusted beyond this session.
             for p in Set(own.owned.keys).union(own.retained.keys) { handler.drop(p) }
             // The consumer's callback holds `own`: break the cycle.

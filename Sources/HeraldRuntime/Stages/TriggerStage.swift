@@ -76,11 +76,12 @@ final class TriggerHandler: StageHandler {
 
     func tick(progress positions: PartitionPositions, into out: inout [OutputRecord]) {
         let now = Timestamp.now
-        for tp in positions.assignment {
+        let assignment = positions.assignment
+        for tp in assignment {
             clocks.setCaughtUp(tp, positions.isCaughtUp(tp))
         }
         // Every assigned partition, with events or not: herald-shaper waits for its clock.
-        let assigned = Set(positions.assignment.map(\.partition))
+        let assigned = Set(assignment.map(\.partition))
         for partition in assigned.union(engines.keys).sorted() {
             guard let watermark = clocks.watermark(partition, wallClock: now) else { continue }
             var engine = engines.removeValue(forKey: partition) ?? TriggerEngine(rules: rules)
@@ -105,12 +106,11 @@ final class TriggerHandler: StageHandler {
     }
 
     func restore(_ checkpoint: StoredCheckpoint) throws {
+        published[checkpoint.partition] = nil
         guard let meta = checkpoint.meta else {
             engines[checkpoint.partition] = nil
-            published[checkpoint.partition] = nil
             return
         }
-        published[checkpoint.partition] = nil
         engines[checkpoint.partition] = try TriggerEngine.restore(rules: rules, meta: meta, users: checkpoint.users,
                                                                   seen: checkpoint.seen)
     }
