@@ -50,8 +50,6 @@ public enum EventDecoder {
     /// SPEC §2: at most 1 MiB per message.
     public static let maxBytes = 1 << 20
 
-    static let requiredStrings = ["event_id", "type", "shop_id", "user_id"]
-
     /// How far ahead of the worker's wall clock `occurred_at` may be (docs/decisions.md):
     /// a shop clock off by a time zone is accepted, an event stamped years ahead is not,
     /// because it would move its partition's event-time clock — and fire every timer of
@@ -74,21 +72,32 @@ public enum EventDecoder {
         guard case .object(let object) = value else {
             return .failure(EventRejection("not_an_object", "the message is a JSON \(value.typeName), not an object"))
         }
-        var strings: [String] = []
-        strings.reserveCapacity(4)
-        for field in requiredStrings {
-            guard let v = object[field] else {
-                return .failure(EventRejection("missing_field", "\(field) is required"))
+        // One pass over the members finds the required fields (then checked in a fixed order).
+        var found: (JSONValue?, JSONValue?, JSONValue?, JSONValue?, JSONValue?) = (nil, nil, nil, nil, nil)
+        for (k, v) in object.members {
+            switch k {
+            case "event_id": if found.0 == nil { found.0 = v }
+            case "type": if found.1 == nil { found.1 = v }
+            case "shop_id": if found.2 == nil { found.2 = v }
+            case "user_id": if found.3 == nil { found.3 = v }
+            case "occurred_at": if found.4 == nil { found.4 = v }
+            default: break
             }
+        }
+        func required(_ field: String, _ v: JSONValue?) -> Result<String, EventRejection> {
+            guard let v else { return .failure(EventRejection("missing_field", "\(field) is required")) }
             guard case .string(let s) = v else {
                 return .failure(EventRejection("wrong_type", "\(field) must be a string, not \(v.typeName)"))
             }
-            guard !s.isEmpty else {
-                return .failure(EventRejection("wrong_type", "\(field) must not be empty"))
-            }
-            strings.append(s)
+            guard !s.isEmpty else { return .failure(EventRejection("wrong_type", "\(field) must not be empty")) }
+            return .success(s)
         }
-        guard let rawTime = object["occurred_at"] else {
+        let eventID: String, type: String, shopID: String, userID: String
+        switch required("event_id", found.0) { case .success(let s): eventID = s; case .failure(let e): return .failure(e) }
+        switch required("type", found.1) { case .success(let s): type = s; case .failure(let e): return .failure(e) }
+        switch required("shop_id", found.2) { case .success(let s): shopID = s; case .failure(let e): return .failure(e) }
+        switch required("user_id", found.3) { case .success(let s): userID = s; case .failure(let e): return .failure(e) }
+        guard let rawTime = found.4 else {
             return .failure(EventRejection("missing_field", "occurred_at is required"))
         }
         guard case .string(let timeText) = rawTime else {
@@ -104,7 +113,7 @@ public enum EventDecoder {
                 "future_timestamp",
                 "occurred_at \(occurredAt.rfc3339) is more than \(maxFutureSkew) ahead of the worker's clock (accepted up to \(notAfter.rfc3339))"))
         }
-        return .success(Event(topic: topic, eventID: strings[0], type: strings[1], shopID: strings[2],
-                              userID: strings[3], occurredAt: occurredAt, body: object))
+        return .success(Event(topic: topic, eventID: eventID, type: type, shopID: shopID,
+                              userID: userID, occurredAt: occurredAt, body: object))
     }
 }

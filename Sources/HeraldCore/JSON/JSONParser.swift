@@ -90,11 +90,18 @@ private struct Parser {
     mutating func parseObject(depth: Int) throws(JSONParseError) -> JSONValue {
         guard depth <= maxDepth else { throw error("nesting deeper than \(maxDepth)") }
         index += 1
-        var object = JSONObject()
         skipWhitespace()
         if index < bytes.count, bytes[index] == UInt8(ascii: "}") {
             index += 1
-            return .object(object)
+            return .object(JSONObject())
+        }
+        // Room for a typical event's members up front (growing two arrays one doubling at a
+        // time cost several reallocations per message); only for the outermost object, so
+        // that a message of many small objects does not multiply its memory.
+        var keys: [String] = [], values: [JSONValue] = []
+        if depth == 1 {
+            keys.reserveCapacity(16)
+            values.reserveCapacity(16)
         }
         while true {
             skipWhitespace()
@@ -102,7 +109,7 @@ private struct Parser {
             guard bytes[index] == UInt8(ascii: "\"") else { throw error("expected a string key") }
             let keyOffset = index
             let key = try parseString()
-            if object[key] != nil {
+            if keys.contains(key) {
                 throw JSONParseError(message: "duplicate key \"\(key.prefix(64))\"", offset: keyOffset)
             }
             skipWhitespace()
@@ -110,7 +117,8 @@ private struct Parser {
             index += 1
             skipWhitespace()
             let value = try parseValue(depth: depth)
-            object.appendUnchecked(key, value)
+            keys.append(key)
+            values.append(value)
             skipWhitespace()
             guard index < bytes.count else { throw error("unexpected end of input") }
             if bytes[index] == UInt8(ascii: ",") {
@@ -119,7 +127,7 @@ private struct Parser {
             }
             if bytes[index] == UInt8(ascii: "}") {
                 index += 1
-                return .object(object)
+                return .object(JSONObject(uncheckedKeys: keys, values: values))
             }
             throw error("expected ',' or '}'")
         }
@@ -277,6 +285,12 @@ private struct Parser {
             let digits = index
             while index < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[index]) { index += 1 }
             guard index > digits else { throw error("invalid number") }
+        }
+        if isInteger, index - start <= 18 {
+            // At most 18 digits: cannot overflow.
+            var v: Int64 = 0
+            for k in (bytes[start] == UInt8(ascii: "-") ? start + 1 : start)..<index { v = v &* 10 &+ Int64(bytes[k] &- 0x30) }
+            return .int(bytes[start] == UInt8(ascii: "-") ? -v : v)
         }
         let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self)
         if isInteger, let i = Int64(text) { return .int(i) }

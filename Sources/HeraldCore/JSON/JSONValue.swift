@@ -111,6 +111,12 @@ public struct JSONObject: Sendable, Equatable {
         }
     }
 
+    /// Members the parser has already checked for duplicates.
+    init(uncheckedKeys keys: [String], values: [JSONValue]) {
+        self.keys = keys
+        self.values = values
+    }
+
     /// Appends without checking for an existing key; the parser has already checked.
     mutating func appendUnchecked(_ key: String, _ value: JSONValue) {
         keys.append(key)
