@@ -3,18 +3,18 @@ import Testing
 @testable import HeraldCore
 
 /// The SPEC §3 rules file.
-private let heraldYAML: String = {
+let heraldYAML: String = {
     let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
     return try! String(contentsOf: root.appendingPathComponent("deploy/rules/herald.yaml"), encoding: .utf8)
 }()
 
-private func loadRules(_ yaml: String) throws -> RuleSet { try RulesLoader.load(yaml: yaml).get() }
+func loadRules(_ yaml: String) throws -> RuleSet { try RulesLoader.load(yaml: yaml).get() }
 
 /// A seeded mixed workload for the SPEC §3 rules: every rule kind, two shops, three time
 /// zones, preference changes, some events out of order and some delivered twice, with
 /// quiet gaps of days (so idle and goal windows expire) and users that go quiet early
 /// (so win-back fires).
-private func workload(seed: UInt64, events n: Int) -> [Event] {
+func workload(seed: UInt64, events n: Int) -> [Event] {
     var rng = SplitMix64(seed: seed)
     func pick(_ k: Int) -> Int { Int(rng.next() % UInt64(k)) }
     let mix: [(LogicalTopic, String, Int)] = [

@@ -12,7 +12,7 @@ public struct UserStateRecord: Sendable, Equatable {
     }
 }
 
-/// Event-id hashes (16 bytes each, concatenated) that the trigger's repeated-event horizon
+/// Event-id hashes (8 bytes each, concatenated) that the trigger's repeated-event horizon
 /// recorded, by generation.
 public struct SeenEventsChunk: Sendable, Equatable {
     public var generationStart: Timestamp
@@ -98,6 +98,10 @@ struct ByteWriter {
             for v in a { json(v) }
         case .object(let o): byte(7); object(o)
         }
+    }
+
+    mutating func object(_ o: PackedObject) {
+        if o.isEmpty { count(0) } else { bytes += o.bytes }
     }
 
     mutating func object(_ o: JSONObject) {
@@ -277,7 +281,6 @@ protocol DirtyTracked {
     var dirty: Bool { get set }
 }
 
-extension UserState: DirtyTracked {}
 extension ShaperUser: DirtyTracked {}
 
 enum DirtyStates {
@@ -401,7 +404,8 @@ extension ByteReader {
 
 enum Checkpoint {
     /// The first byte of every encoding; a new layout gets a new version.
-    static let version: UInt8 = 1
+    /// 2: the trigger's event-id hashes are 64-bit (were 128-bit).
+    static let version: UInt8 = 2
 
     static func checkVersion(_ r: inout ByteReader) throws(CheckpointDecodingError) {
         let v = try r.byte()

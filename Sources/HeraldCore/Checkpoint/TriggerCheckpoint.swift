@@ -11,14 +11,24 @@ extension TriggerEngine {
             tracksDirty = true
             return allStates()
         }
-        let out = DirtyStates.take(dirtyKeys, from: &users, encode: Self.encode)
-        dirtyKeys = []
+        var out: [UserStateRecord] = []
+        out.reserveCapacity(dirtySlots.count)
+        for slot in dirtySlots where states[Int(slot)].dirty {
+            states[Int(slot)].dirty = false
+            out.append(record(slot))
+        }
+        dirtySlots = []
         return out
     }
 
     /// Every user's state, encoded (for tests/benchmarks and a first full checkpoint).
     public func allStates() -> [UserStateRecord] {
-        DirtyStates.all(users, encode: Self.encode)
+        (0..<UInt32(users.count)).map(record)
+    }
+
+    private func record(_ slot: UInt32) -> UserStateRecord {
+        UserStateRecord(shopID: users.shop(slot), userID: users.user(slot),
+                        state: Self.encode(states[Int(slot)], pending: idle.merged(states[Int(slot)].pending, slot: slot)))
     }
 
     /// Event-id hashes recorded since the last call, grouped by generation; clears them. The
@@ -26,8 +36,8 @@ extension TriggerEngine {
     public mutating func takeNewSeenEvents() -> [SeenEventsChunk] {
         if !seenEvents.tracksNew {
             seenEvents.tracksNew = true
-            seenEvents.previousNew = seenEvents.previous.pairs
-            seenEvents.currentNew = seenEvents.current.pairs
+            seenEvents.previousNew = seenEvents.previous.all
+            seenEvents.currentNew = seenEvents.current.all
         }
         var out: [SeenEventsChunk] = []
         if let start = seenEvents.previousStart, !seenEvents.previousNew.isEmpty {
@@ -88,21 +98,32 @@ extension TriggerEngine {
         engine.clock = clock
         engine.tracksDirty = true
         engine.seenEvents.tracksNew = true
-        engine.users.reserveCapacity(users.count)
-        var entries: [TimerHeap.Entry] = []
+        engine.users.reserve(users.count)
+        engine.states.reserveCapacity(users.count)
+        engine.idle.reserve(users.count)
+        var entries: [TimerHeapOf<UInt32>.Entry] = []
         var maxTimer = sequence
         for record in users {
             guard let bytes = record.state else { continue }
-            let key = UserKey(shop: record.shopID, user: record.userID)
-            let state = try decode(bytes, layout)
+            var state = try decode(bytes, layout)
+            let (slot, inserted) = engine.users.insert(shop: record.shopID, user: record.userID)
+            if inserted {
+                engine.idle.addSlot()
+                engine.states.append(state)
+            } else {
+                engine.idle.clear(slot: slot)
+            }
             for p in state.pending {
-                entries.append(.init(due: p.due, sequence: p.timer, user: key))
+                entries.append(.init(due: p.due, sequence: p.timer, user: slot))
                 maxTimer = max(maxTimer, p.timer)
             }
-            engine.users[key] = state
+            // Idle firings that fit their rule's column go there (docs: `IdleColumns`).
+            state.pending.removeAll { engine.idle.store($0, slot: slot) }
+            engine.states[Int(slot)] = state
         }
         // Timers of a user listed twice (the later record wins) are left to be skipped.
-        entries.sort(by: TimerHeap.less)
+        entries.sort(by: TimerHeapOf<UInt32>.less)
+        engine.timers.heap.reserveCapacity(entries.count)
         for e in entries { engine.timers.heap.push(e) }
         engine.timers.sequence = maxTimer
 
@@ -110,23 +131,23 @@ extension TriggerEngine {
         engine.seenEvents.previousStart = previousStart
         var sizes = (current: 0, previous: 0)
         for chunk in seen {
-            if chunk.generationStart == currentStart { sizes.current += chunk.hashes.count / 16 }
-            if chunk.generationStart == previousStart { sizes.previous += chunk.hashes.count / 16 }
+            if chunk.generationStart == currentStart { sizes.current += chunk.hashes.count / 8 }
+            if chunk.generationStart == previousStart { sizes.previous += chunk.hashes.count / 8 }
         }
         engine.seenEvents.current.reserve(sizes.current)
         engine.seenEvents.previous.reserve(sizes.previous)
         for chunk in seen {
-            guard chunk.hashes.count % 16 == 0 else {
-                throw CheckpointDecodingError("seen-events chunk of \(chunk.hashes.count) bytes, not a multiple of 16")
+            guard chunk.hashes.count % 8 == 0 else {
+                throw CheckpointDecodingError("seen-events chunk of \(chunk.hashes.count) bytes, not a multiple of 8")
             }
             let toCurrent = chunk.generationStart == currentStart
             let toPrevious = chunk.generationStart == previousStart
             guard toCurrent || toPrevious else { continue }
             var r = ByteReader(chunk.hashes)
             while !r.isAtEnd {
-                let a = try r.fixed64(), b = try r.fixed64()
-                if toCurrent { _ = engine.seenEvents.current.insert(a, b) }
-                if toPrevious { _ = engine.seenEvents.previous.insert(a, b) }
+                let h = try r.fixed64()
+                if toCurrent { _ = engine.seenEvents.current.insert(h) }
+                if toPrevious { _ = engine.seenEvents.previous.insert(h) }
             }
         }
         return engine
@@ -139,15 +160,16 @@ extension TriggerEngine {
         var patternCount: Int
     }
 
-    private static func bytes(_ pairs: [UInt64]) -> [UInt8] {
-        var w = ByteWriter(capacity: pairs.count * 8)
-        for v in pairs { w.fixed64(v) }
+    private static func bytes(_ hashes: [UInt64]) -> [UInt8] {
+        var w = ByteWriter(capacity: hashes.count * 8)
+        for v in hashes { w.fixed64(v) }
         return w.bytes
     }
 
     // MARK: Per-user encoding
 
-    static func encode(_ u: UserState) -> [UInt8] {
+    /// `pending`: every pending firing of the user, in timer order (its list and its idle columns').
+    static func encode(_ u: UserState, pending: [UserState.Pending]) -> [UInt8] {
         var w = ByteWriter(capacity: 48)
         w.byte(Checkpoint.version)
         let base = u.firstSeen
@@ -155,8 +177,8 @@ extension TriggerEngine {
         w.timestamp(u.lastSeen, from: base)
         w.count(u.counts.count)
         for c in u.counts { w.varint(Int64(c)) }
-        w.count(u.pending.count)
-        for p in u.pending {
+        w.count(pending.count)
+        for p in pending {
             w.uvarint(p.timer)
             w.count(p.rule)
             w.int(p.ordinal)
@@ -164,7 +186,7 @@ extension TriggerEngine {
             w.timestamp(p.triggerTime, from: base)
             w.string(p.triggerEventID)
             w.int(p.repeatsLeft)
-            w.object(p.event)
+            w.object(p.event)  // PackedObject: its bytes are this encoding
         }
         let profile = u.profile, windows = u.windows, goals = u.goals, late = u.lateGoalEvents, ahead = u.ahead
         var flags: UInt8 = 0
@@ -230,7 +252,7 @@ extension TriggerEngine {
             let id = try r.string(), repeatsLeft = try r.int(), event = try r.object()
             guard let newRule = layout.ruleMap[rule] else { continue }
             u.pending.append(.init(timer: timer, rule: newRule, ordinal: ordinal, due: due, triggerTime: triggerTime,
-                                   triggerEventID: id, repeatsLeft: repeatsLeft, event: event))
+                                   triggerEventID: id, repeatsLeft: repeatsLeft, event: PackedObject(event)))
         }
         let flags = try r.byte()
         guard flags < 32 else { throw r.fail("bad flags") }

@@ -21,18 +21,25 @@ struct UserKey: Hashable, Sendable {
 /// The caller drives the clock: `advance(to:)` fires every timer due at or before that
 /// time. The worker advances a partition's engine to that partition's watermark; replay
 /// advances to the newest event time, then from timer to timer.
+///
+/// Layout (docs/performance.md, "Trigger logic"): users are interned to dense slots
+/// (`UserSlots`); their state, and the idle timers of rules that keep nothing else
+/// (`IdleColumns`), are arrays indexed by slot; timers name a slot.
 public struct TriggerEngine: Sendable {
     public let rules: RuleSet
     /// Repeated event ids of a user within this horizon are ignored (SPEC §2).
     public let eventHorizon: TimeSpan
     let plan: TriggerPlan
-    var users: [UserKey: UserState] = [:]
+    var users = UserSlots()
+    /// By slot.
+    var states: [UserState] = []
+    var idle: IdleColumns
     var timers = TimerQueue()
-    var dispatch: [DispatchKey: EventPlan] = [:]
+    var dispatch = DispatchCache()
     var seenEvents: SeenEvents
     /// Users changed since the last checkpoint (`takeDirtyStates`), each once: a user's
     /// `dirty` flag says whether it is listed.
-    var dirtyKeys: [UserKey] = []
+    var dirtySlots: [UInt32] = []
     /// Off until the first checkpoint (which takes every user) or a restore, so an engine
     /// that is never checkpointed (replay, benchmarks) keeps no list.
     var tracksDirty = false
@@ -40,9 +47,15 @@ public struct TriggerEngine: Sendable {
     public internal(set) var clock: Timestamp?
 
     public init(rules: RuleSet, eventHorizon: TimeSpan = .days(7)) {
+        self.init(rules: rules, eventHorizon: eventHorizon, idleColumns: true)
+    }
+
+    /// `idleColumns: false` keeps every idle firing as a pending firing (tests compare both).
+    init(rules: RuleSet, eventHorizon: TimeSpan = .days(7), idleColumns: Bool) {
         self.rules = rules
         self.eventHorizon = eventHorizon
         self.plan = TriggerPlan(rules)
+        self.idle = IdleColumns(plan, enabled: idleColumns)
         self.seenEvents = SeenEvents(horizon: eventHorizon)
     }
 
@@ -60,18 +73,17 @@ public struct TriggerEngine: Sendable {
     }
 
     public mutating func process(_ event: Event, into out: inout [TriggerOutput]) {
-        let key = DispatchKey(topic: event.topic, type: event.type)
-        let eventPlan = dispatch[key] ?? {
-            let p = plan.eventPlan(topic: event.topic, type: event.type)
-            dispatch[key] = p
-            return p
-        }()
+        let eventPlan = dispatch.plan(topic: event.topic, type: event.type, plan)
         // A repeated event id of a user is ignored within the horizon (SPEC §2).
         guard seenEvents.insert(shop: event.shopID, user: event.userID, eventID: event.eventID, at: event.occurredAt) else { return }
-        let logic = RuleLogic(rules: rules, plan: plan, clock: clock, horizon: eventHorizon, tracksDirty: tracksDirty)
-        let userKey = UserKey(shop: event.shopID, user: event.userID)
-        logic.apply(event, eventPlan, key: userKey, user: &users[userKey, default: UserState(at: event.occurredAt)],
-                    timers: &timers, out: &out, dirty: &dirtyKeys)
+        let (slot, inserted) = users.insert(shop: event.shopID, user: event.userID)
+        if inserted {
+            states.append(UserState(at: event.occurredAt))
+            idle.addSlot()
+        }
+        let logic = RuleLogic(plan: plan, clock: clock, tracksDirty: tracksDirty)
+        logic.apply(event, eventPlan, slot: slot, user: &states[Int(slot)], idle: &idle, timers: &timers, out: &out,
+                    dirty: &dirtySlots)
     }
 
     /// Fires every timer due at or before `time`, in due order.
@@ -83,25 +95,27 @@ public struct TriggerEngine: Sendable {
 
     public mutating func advance(to time: Timestamp, into out: inout [TriggerOutput]) {
         if clock.map({ $0 < time }) ?? true { clock = time }
-        let logic = RuleLogic(rules: rules, plan: plan, clock: clock, horizon: eventHorizon, tracksDirty: tracksDirty)
+        guard let first = timers.heap.first, first.due <= time else { return }
+        let logic = RuleLogic(plan: plan, clock: clock, tracksDirty: tracksDirty)
         while let next = timers.heap.first, next.due <= time {
             _ = timers.heap.pop()
-            guard users[next.user] != nil else { continue }
-            logic.fire(timer: next, key: next.user, user: &users[next.user]!, timers: &timers, out: &out, dirty: &dirtyKeys)
+            guard Int(next.user) < states.count else { continue }
+            logic.fire(timer: next, users: users, user: &states[Int(next.user)], idle: &idle,
+                       timers: &timers, out: &out, dirty: &dirtySlots)
         }
     }
 }
 
-/// Event ids seen within the horizon, as 128-bit hashes of (shop, user, event id), in two
+/// Event ids seen within the horizon, as 64-bit hashes of (shop, user, event id), in two
 /// generations by event time: an id is remembered for at least one horizon and at most two.
 struct SeenEvents: Sendable {
     let horizon: TimeSpan
-    var current = HashSet128()
-    var previous = HashSet128()
+    var current = HashSet64()
+    var previous = HashSet64()
     var currentStart: Timestamp?
     var previousStart: Timestamp?
-    /// Hashes inserted since the last checkpoint (`takeNewSeenEvents`), per generation, as
-    /// (a, b) pairs; dropped with their generation.
+    /// Hashes inserted since the last checkpoint (`takeNewSeenEvents`), per generation;
+    /// dropped with their generation.
     var currentNew: [UInt64] = []
     var previousNew: [UInt64] = []
     /// Off until the first checkpoint (which takes both sets whole) or a restore.
@@ -115,16 +129,10 @@ struct SeenEvents: Sendable {
 
     /// Records the event; false when it was seen before.
     mutating func insert(shop: String, user: String, eventID: String, at t: Timestamp) -> Bool {
-        var h = Hasher128()
-        for b in shop.utf8 { h.add(b) }
-        h.add(0x1F)
-        for b in user.utf8 { h.add(b) }
-        h.add(0x1F)
-        for b in eventID.utf8 { h.add(b) }
-        let (a, b) = h.finish()
+        let h = StableHash64.of(shop, user, eventID)
         if let start = currentStart, t >= start + horizon {
             previous = current
-            current = HashSet128()
+            current = HashSet64()
             previousStart = currentStart
             currentStart = t
             previousNew = currentNew
@@ -132,70 +140,62 @@ struct SeenEvents: Sendable {
         } else if currentStart == nil {
             currentStart = t
         }
-        if previous.contains(a, b) { return false }
-        guard current.insert(a, b) else { return false }
-        if tracksNew {
-            currentNew.append(a)
-            currentNew.append(b)
-        }
+        if previous.contains(h) { return false }
+        guard current.insert(h) else { return false }
+        if tracksNew { currentNew.append(h) }
         return true
     }
 }
 
-/// An open-addressing set of 128-bit hashes. The keys are already uniformly distributed,
+/// An open-addressing set of 64-bit hashes. The keys are already uniformly distributed,
 /// so they index the table directly (no rehashing through `Hasher`).
-struct HashSet128: Sendable {
-    private var slots: [UInt64] = []   // pairs (a, b); (0, 0) marks an empty slot
-    /// (0, 0) itself, which cannot live in a slot.
+struct HashSet64: Sendable {
+    private var slots: [UInt64] = []   // 0 marks an empty slot
+    /// 0 itself, which cannot live in a slot.
     private var hasZero = false
     private(set) var count = 0
 
-    func contains(_ a: UInt64, _ b: UInt64) -> Bool {
-        if a == 0 && b == 0 { return hasZero }
+    func contains(_ a: UInt64) -> Bool {
+        if a == 0 { return hasZero }
         guard !slots.isEmpty else { return false }
-        let mask = slots.count / 2 - 1
+        let mask = slots.count - 1
         var i = Int(truncatingIfNeeded: a) & mask
         while true {
-            let x = slots[2 * i], y = slots[2 * i + 1]
-            if x == 0 && y == 0 { return false }
-            if x == a && y == b { return true }
+            let x = slots[i]
+            if x == 0 { return false }
+            if x == a { return true }
             i = (i + 1) & mask
         }
     }
 
     /// false when already present.
-    mutating func insert(_ a: UInt64, _ b: UInt64) -> Bool {
-        if a == 0 && b == 0 {
+    mutating func insert(_ a: UInt64) -> Bool {
+        if a == 0 {
             defer { hasZero = true }
             if !hasZero { count += 1 }
             return !hasZero
         }
-        if (count + 1) * 4 > slots.count / 2 * 3 { grow() }
-        let mask = slots.count / 2 - 1
+        if (count + 1) * 4 > slots.count * 3 { grow() }
+        let mask = slots.count - 1
         var i = Int(truncatingIfNeeded: a) & mask
         while true {
-            let x = slots[2 * i], y = slots[2 * i + 1]
-            if x == 0 && y == 0 {
-                slots[2 * i] = a
-                slots[2 * i + 1] = b
+            let x = slots[i]
+            if x == 0 {
+                slots[i] = a
                 count += 1
                 return true
             }
-            if x == a && y == b { return false }
+            if x == a { return false }
             i = (i + 1) & mask
         }
     }
 
-    /// Every hash, as (a, b) pairs in one array.
-    var pairs: [UInt64] {
+    /// Every hash.
+    var all: [UInt64] {
         var out: [UInt64] = []
-        out.reserveCapacity(2 * count)
-        if hasZero { out += [0, 0] }
-        var k = 0
-        while k < slots.count {
-            if slots[k] != 0 || slots[k + 1] != 0 { out += [slots[k], slots[k + 1]] }
-            k += 2
-        }
+        out.reserveCapacity(count)
+        if hasZero { out.append(0) }
+        for x in slots where x != 0 { out.append(x) }
         return out
     }
 
@@ -203,7 +203,7 @@ struct HashSet128: Sendable {
     /// table's slot order and inserted into a table that grows on the way cluster badly.
     mutating func reserve(_ n: Int) {
         var size = max(64, slots.count)
-        while (n + 1) * 4 > size / 2 * 3 { size *= 2 }
+        while (n + 1) * 4 > size * 3 { size *= 2 }
         if size > slots.count { grow(to: size) }
     }
 
@@ -211,17 +211,13 @@ struct HashSet128: Sendable {
         let old = slots
         slots = [UInt64](repeating: 0, count: size ?? max(64, old.count * 2))
         count = hasZero ? 1 : 0
-        var k = 0
-        while k < old.count {
-            if old[k] != 0 || old[k + 1] != 0 { _ = insert(old[k], old[k + 1]) }
-            k += 2
-        }
+        for x in old where x != 0 { _ = insert(x) }
     }
 }
 
 /// Timers of all users, with the sequence that orders equal due times.
 struct TimerQueue: Sendable {
-    var heap = TimerHeap()
+    var heap = TimerHeapOf<UInt32>()
     var sequence: UInt64 = 0
 
     mutating func next() -> UInt64 {
@@ -230,40 +226,170 @@ struct TimerQueue: Sendable {
     }
 }
 
-struct DispatchKey: Hashable, Sendable {
-    var topic: LogicalTopic
-    var type: String
+/// The plan of each kind of event (`topic.type`) seen so far, found by a hash of the type.
+struct DispatchCache: Sendable {
+    /// Open addressing: index + 1 into `plans`; 0 is empty.
+    private var table = [Int32](repeating: 0, count: 64)
+    private var topics: [LogicalTopic] = []
+    private var types: [String] = []
+    private var plans: [EventPlan] = []
+
+    mutating func plan(topic: LogicalTopic, type: String, _ plan: TriggerPlan) -> EventPlan {
+        var h = StableHash64()
+        h.add(type)
+        let mask = table.count - 1
+        var i = Int(truncatingIfNeeded: h.finish() ^ UInt64(topic == .orders ? 1 : 0)) & mask
+        while table[i] != 0 {
+            let k = Int(table[i]) - 1
+            if topics[k] == topic, types[k] == type { return plans[k] }
+            i = (i + 1) & mask
+        }
+        let p = plan.eventPlan(topic: topic, type: type)
+        topics.append(topic)
+        types.append(type)
+        plans.append(p)
+        table[i] = Int32(plans.count)
+        if plans.count * 2 > table.count { rebuild() }
+        return p
+    }
+
+    private mutating func rebuild() {
+        table = [Int32](repeating: 0, count: table.count * 2)
+        let mask = table.count - 1
+        for k in plans.indices {
+            var h = StableHash64()
+            h.add(types[k])
+            var i = Int(truncatingIfNeeded: h.finish() ^ UInt64(topics[k] == .orders ? 1 : 0)) & mask
+            while table[i] != 0 { i = (i + 1) & mask }
+            table[i] = Int32(k + 1)
+        }
+    }
 }
 
 /// What one kind of event (`orders.order_paid`) touches, worked out once per type.
-struct EventPlan: Sendable {
+final class EventPlan: Sendable {
     /// Rules `on` this event (their `shops` are checked per event).
-    var listening: [Int] = []
+    let listening: [Int]
     /// Indices into the counted patterns.
-    var counted: [Int] = []
+    let counted: [Int]
     /// Threshold rules this event resets.
-    var resets: [Int] = []
+    let resets: [Int]
     /// Whether it can cancel or convert a firing (kept while ahead of the clock).
-    var cancelsOrConverts = false
+    let cancelsOrConverts: Bool
     /// Rules whose goal it is.
-    var goalOf: [Int] = []
+    let goalOf: [Int]
+
+    init(listening: [Int], counted: [Int], resets: [Int], cancelsOrConverts: Bool, goalOf: [Int]) {
+        self.listening = listening
+        self.counted = counted
+        self.resets = resets
+        self.cancelsOrConverts = cancelsOrConverts
+        self.goalOf = goalOf
+    }
+}
+
+/// Idle timers of rules that keep nothing but the timer — idle, no repeat, no goal, no
+/// event fields for their templates: `win-back` (`on: "*"`, `idle: 30d`) gives every user
+/// one, so they live in a column per such rule, indexed by slot, instead of as pending
+/// firings. A column holds at most one firing per user; a second one of the same rule
+/// (events arriving late from a slower input) is an ordinary pending firing. Where it is
+/// kept changes nothing: pending firings are always considered in timer order, which is
+/// their creation order.
+struct IdleColumns: Sendable {
+    /// Per rule index: its column, if it has one.
+    let columnOf: [Int?]
+    /// Per column: its rule, and the rule's quiet period (a firing's due time is its
+    /// trigger's time plus that, so it is not stored).
+    let ruleOf: [Int]
+    let periodOf: [TimeSpan]
+    /// [column][slot]
+    var columns: [[IdleTimer]]
+
+    struct IdleTimer: Sendable {
+        /// 0: none (timer sequences start at 1).
+        var timer: UInt64 = 0
+        var triggerTime = Timestamp(microseconds: 0)
+        var triggerEventID = ""
+    }
+
+    init(_ plan: TriggerPlan, enabled: Bool = true) {
+        var columnOf: [Int?] = []
+        var ruleOf: [Int] = []
+        var periodOf: [TimeSpan] = []
+        for (i, rule) in plan.rules.enumerated() {
+            if enabled, case .idle(let d) = rule.timing, rule.repeatEvery == nil, rule.goal == nil, plan.eventFields[i].isEmpty {
+                columnOf.append(ruleOf.count)
+                ruleOf.append(i)
+                periodOf.append(d)
+            } else {
+                columnOf.append(nil)
+            }
+        }
+        self.columnOf = columnOf
+        self.ruleOf = ruleOf
+        self.periodOf = periodOf
+        columns = Array(repeating: [], count: ruleOf.count)
+    }
+
+    mutating func addSlot() {
+        for c in columns.indices { columns[c].append(IdleTimer()) }
+    }
+
+    mutating func reserve(_ n: Int) {
+        for c in columns.indices { columns[c].reserveCapacity(n) }
+    }
+
+    mutating func clear(slot: UInt32) {
+        for c in columns.indices { columns[c][Int(slot)] = IdleTimer() }
+    }
+
+    /// Keeps `p` in its rule's column when it fits there; false when it must be kept as a
+    /// pending firing.
+    mutating func store(_ p: UserState.Pending, slot: UInt32) -> Bool {
+        guard let c = columnOf[p.rule], p.timer != 0, p.ordinal == 0, p.repeatsLeft == 0, p.event.isEmpty,
+              p.due == p.triggerTime + periodOf[c], columns[c][Int(slot)].timer == 0 else { return false }
+        columns[c][Int(slot)] = IdleTimer(timer: p.timer, triggerTime: p.triggerTime, triggerEventID: p.triggerEventID)
+        return true
+    }
+
+    /// The column holding the firing of timer `sequence`, if one does.
+    func column(holding sequence: UInt64, slot: UInt32) -> Int? {
+        for c in columns.indices where columns[c][Int(slot)].timer == sequence { return c }
+        return nil
+    }
+
+    func pending(_ c: Int, slot: UInt32) -> UserState.Pending? {
+        let e = columns[c][Int(slot)]
+        guard e.timer != 0 else { return nil }
+        return UserState.Pending(timer: e.timer, rule: ruleOf[c], ordinal: 0, due: e.triggerTime + periodOf[c], triggerTime: e.triggerTime,
+                                 triggerEventID: e.triggerEventID, repeatsLeft: 0, event: PackedObject())
+    }
+
+    /// Every pending firing of a slot, in timer order: the columns' merged into `list`.
+    func merged(_ list: [UserState.Pending], slot: UInt32) -> [UserState.Pending] {
+        var out = list
+        for c in columns.indices {
+            guard let p = pending(c, slot: slot) else { continue }
+            out.insert(p, at: out.firstIndex { $0.timer > p.timer } ?? out.count)
+        }
+        return out
+    }
 }
 
 /// The per-user work, on one user's state; separate from the engine so the state is
-/// mutated in place in the user table.
+/// mutated in place in the slot arrays.
 struct RuleLogic {
-    let rules: RuleSet
     let plan: TriggerPlan
     let clock: Timestamp?
-    let horizon: TimeSpan
     let tracksDirty: Bool
 
-    func apply(_ event: Event, _ ep: EventPlan, key: UserKey, user: inout UserState, timers: inout TimerQueue,
-               out: inout [TriggerOutput], dirty: inout [UserKey]) {
+    func apply(_ event: Event, _ ep: EventPlan, slot: UInt32, user: inout UserState, idle: inout IdleColumns,
+               timers: inout TimerQueue, out: inout [TriggerOutput], dirty: inout [UInt32]) {
         let t = event.occurredAt
+        let key = UserKey(shop: event.shopID, user: event.userID)
         if tracksDirty, !user.dirty {
             user.dirty = true
-            dirty.append(key)
+            dirty.append(slot)
         }
 
         // Facts.
@@ -282,7 +408,7 @@ struct RuleLogic {
         }
 
         // Goals reached.
-        if !user.goals.isEmpty {
+        if user.hasRare, !user.goals.isEmpty {
             user.goals.removeAll { g in
                 // Expired once the clock (not this event: it may come from the faster
                 // input) has passed the window.
@@ -290,14 +416,14 @@ struct RuleLogic {
                 if g.until < t { return false }
                 guard g.from < t, ep.goalOf.contains(g.rule) else { return false }
                 out.append(.conversion(Conversion(
-                    notificationID: g.notificationID, ruleID: rules.rules[g.rule].id, shopID: key.shop,
+                    notificationID: g.notificationID, ruleID: plan.rules[g.rule].id, shopID: key.shop,
                     userID: key.user, variant: nil, goalEventID: event.eventID, convertedAt: t)))
                 return true
             }
         }
 
-        let ref = SeenRef(eventID: event.eventID, time: t, topic: event.topic, type: event.type, fields: event.body)
         if ep.cancelsOrConverts {
+            let ref = SeenRef(eventID: event.eventID, time: t, topic: event.topic, type: event.type, fields: event.body)
             // Cancellations: after the trigger, before the fire time, matching fields equal.
             // (Idle timers move with their rule's events below.)
             if !user.pending.isEmpty { user.pending.removeAll { cancels(ref, $0, idle: false) } }
@@ -310,18 +436,19 @@ struct RuleLogic {
         }
         // An event ahead of this state's clock may precede triggers still to arrive on a
         // slower input: it is kept until the clock passes it, to cancel or convert them.
-        if let clock, !user.ahead.isEmpty { user.ahead.removeAll { $0.time <= clock } }
+        if let clock, user.hasAhead { user.ahead.removeAll { $0.time <= clock } }
         if ep.cancelsOrConverts, clock.map({ t > $0 }) ?? true {
+            let ref = SeenRef(eventID: event.eventID, time: t, topic: event.topic, type: event.type, fields: event.body)
             user.ahead.append(ref.trimmed(to: plan.matchFields))
         }
 
-        for index in ep.resets where rules.rules[index].shops?.contains(key.shop) ?? true {
+        for index in ep.resets where plan.rules[index].shops?.contains(key.shop) ?? true {
             user.windows.removeAll { $0.rule == index }
         }
         for index in ep.listening {
-            let rule = rules.rules[index]
-            if let shops = rule.shops, !shops.contains(key.shop) { continue }
-            if let condition = rule.condition {
+            // Fields read in place: copying the whole rule costs a dozen retains an event.
+            if let shops = plan.rules[index].shops, !shops.contains(key.shop) { continue }
+            if let condition = plan.rules[index].condition {
                 do {
                     guard try condition.isTrue(in: EventContext(event: event.body, user: user, plan: plan)) else { continue }
                 } catch {
@@ -330,11 +457,11 @@ struct RuleLogic {
                     continue
                 }
             }
-            switch rule.timing {
+            switch plan.rules[index].timing {
             case .immediate:
-                fire(index, key, trigger(event, index), user: &user, firedAt: t, ordinal: 0, timers: &timers, out: &out)
+                fire(index, key, slot, trigger(event, index), user: &user, idle: &idle, firedAt: t, ordinal: 0, timers: &timers, out: &out)
             case .wait(let d):
-                schedule(index, key, event, user: &user, due: t + d, ordinal: 0, timers: &timers)
+                schedule(index, slot, event, user: &user, idle: &idle, due: t + d, ordinal: 0, timers: &timers)
             case .at(let expressions):
                 let context = EventContext(event: event.body, user: user, plan: plan)
                 for (i, e) in expressions.enumerated() {
@@ -343,7 +470,7 @@ struct RuleLogic {
                             throw EvaluationError("at[\(i)] has no timestamp value for this event")
                         }
                         if due < t { continue }  // already past at the triggering event
-                        schedule(index, key, event, user: &user, due: due, ordinal: i * 1000, timers: &timers)
+                        schedule(index, slot, event, user: &user, idle: &idle, due: due, ordinal: i * 1000, timers: &timers)
                     } catch {
                         out.append(.candidate(candidate(index, key, trigger(event, index), user: user, firedAt: t,
                                                         ordinal: i * 1000, failure: "expression_error:" + error.message)))
@@ -355,47 +482,78 @@ struct RuleLogic {
                 w.times.append(t)
                 w.times.removeAll { $0 <= t - within }
                 if w.times.count >= count {
-                    fire(index, key, trigger(event, index), user: &user, firedAt: t, ordinal: 0, timers: &timers, out: &out)
+                    fire(index, key, slot, trigger(event, index), user: &user, idle: &idle, firedAt: t, ordinal: 0, timers: &timers, out: &out)
                 } else {
                     user.windows.append(w)
                 }
             case .idle(let d):
-                if let i = user.pending.firstIndex(where: { $0.rule == index && $0.triggerTime < t && t < $0.due }) {
+                // The first pending firing of the rule whose quiet period this event falls in
+                // (smallest timer: the column's or the list's).
+                let listed = user.pending.firstIndex(where: { $0.rule == index && $0.triggerTime < t && t < $0.due })
+                var inColumn: Int?
+                if let c = idle.columnOf[index] {
+                    let e = idle.columns[c][Int(slot)]
+                    if e.timer != 0, e.triggerTime < t, t < e.triggerTime + d, listed.map({ e.timer < user.pending[$0].timer }) ?? true {
+                        inColumn = c
+                    }
+                }
+                if let c = inColumn {
                     // The quiet period restarts: the same timer moves to the new end.
+                    idle.columns[c][Int(slot)].triggerTime = t
+                    idle.columns[c][Int(slot)].triggerEventID = event.eventID
+                } else if let i = listed {
                     user.pending[i].triggerTime = t
                     user.pending[i].due = t + d
                     user.pending[i].triggerEventID = event.eventID
-                    user.pending[i].event = plan.trimmed(event.body, rule: index)
-                } else if !user.pending.contains(where: { $0.rule == index && $0.triggerTime >= t && $0.triggerTime < t + d }) {
+                    user.pending[i].event = PackedObject(plan.trimmed(event.body, rule: index))
+                } else if !user.pending.contains(where: { $0.rule == index && $0.triggerTime >= t && $0.triggerTime < t + d }),
+                          !(idle.columnOf[index].map { c in
+                              let e = idle.columns[c][Int(slot)]
+                              return e.timer != 0 && e.triggerTime >= t && e.triggerTime < t + d
+                          } ?? false) {
                     // Not covered by a newer event's period (events can arrive late from a slower input).
-                    schedule(index, key, event, user: &user, due: t + d, ordinal: 0, timers: &timers)
+                    schedule(index, slot, event, user: &user, idle: &idle, due: t + d, ordinal: 0, timers: &timers)
                 }
             }
         }
     }
 
     /// A timer popped from the queue: fire its firing if it is still pending and due.
-    func fire(timer: TimerHeap.Entry, key: UserKey, user: inout UserState, timers: inout TimerQueue, out: inout [TriggerOutput],
-              dirty: inout [UserKey]) {
-        guard let i = user.pending.firstIndex(where: { $0.timer == timer.sequence }) else { return }
-        if user.pending[i].due > timer.due {
-            // An idle timer that moved: wait for its new time.
-            timers.heap.push(.init(due: user.pending[i].due, sequence: timer.sequence, user: key))
-            return
+    func fire(timer: TimerHeapOf<UInt32>.Entry, users: UserSlots, user: inout UserState, idle: inout IdleColumns,
+              timers: inout TimerQueue, out: inout [TriggerOutput], dirty: inout [UInt32]) {
+        let slot = timer.user
+        let p: UserState.Pending
+        if let c = idle.column(holding: timer.sequence, slot: slot) {
+            let e = idle.columns[c][Int(slot)]
+            let due = e.triggerTime + idle.periodOf[c]
+            if due > timer.due {
+                // An idle timer that moved: wait for its new time.
+                timers.heap.push(.init(due: due, sequence: timer.sequence, user: slot))
+                return
+            }
+            p = idle.pending(c, slot: slot)!
+            idle.columns[c][Int(slot)] = IdleColumns.IdleTimer()
+        } else {
+            guard let i = user.pending.firstIndex(where: { $0.timer == timer.sequence }) else { return }
+            if user.pending[i].due > timer.due {
+                timers.heap.push(.init(due: user.pending[i].due, sequence: timer.sequence, user: slot))
+                return
+            }
+            p = user.pending.remove(at: i)
         }
         if tracksDirty, !user.dirty {
             user.dirty = true
-            dirty.append(key)
+            dirty.append(slot)
         }
-        let p = user.pending.remove(at: i)
-        emit(p.rule, key, Candidate.TriggerRef(eventID: p.triggerEventID, time: p.triggerTime, body: p.event),
+        let key = users.key(slot)
+        emit(p.rule, key, Candidate.TriggerRef(eventID: p.triggerEventID, time: p.triggerTime, body: p.event.object),
              user: &user, firedAt: p.due, ordinal: p.ordinal, out: &out)
-        if p.repeatsLeft > 0, let r = rules.rules[p.rule].repeatEvery {
+        if p.repeatsLeft > 0, let r = plan.rules[p.rule].repeatEvery {
             var again = p
             again.ordinal += 1
             again.due = p.due + r.every
             again.repeatsLeft -= 1
-            push(&again, key, user: &user, timers: &timers)
+            push(&again, slot, user: &user, idle: &idle, timers: &timers)
         }
     }
 
@@ -404,7 +562,7 @@ struct RuleLogic {
     /// equal — or, for an idle timer, any of the rule's own events.
     func cancels(_ e: SeenRef, _ p: UserState.Pending, idle checkIdle: Bool = true) -> Bool {
         guard e.time > p.triggerTime, e.time < p.due else { return false }
-        let rule = rules.rules[p.rule]
+        let rule = plan.rules[p.rule]
         if case .idle = rule.timing {
             return checkIdle && rule.on.contains { $0.matches(topic: e.topic, type: e.type) }
         }
@@ -413,7 +571,7 @@ struct RuleLogic {
         }
         if cancel.match.isEmpty { return true }
         let body = JSONValue.object(e.fields)
-        let trigger = JSONValue.object(p.event)
+        let trigger = JSONValue.object(p.event.object)
         return cancel.match.allSatisfy { field in
             guard let a = body[path: field], let b = trigger[path: field], !a.isNull else { return false }
             return a == b
@@ -426,31 +584,32 @@ struct RuleLogic {
         Candidate.TriggerRef(eventID: event.eventID, time: event.occurredAt, body: plan.trimmed(event.body, rule: rule))
     }
 
-    func schedule(_ rule: Int, _ key: UserKey, _ event: Event, user: inout UserState, due: Timestamp, ordinal: Int,
-                  timers: inout TimerQueue) {
+    func schedule(_ rule: Int, _ slot: UInt32, _ event: Event, user: inout UserState, idle: inout IdleColumns,
+                  due: Timestamp, ordinal: Int, timers: inout TimerQueue) {
         var p = UserState.Pending(timer: 0, rule: rule, ordinal: ordinal, due: due, triggerTime: event.occurredAt,
-                                  triggerEventID: event.eventID, repeatsLeft: rules.rules[rule].repeatEvery?.times ?? 0,
-                                  event: plan.trimmed(event.body, rule: rule))
-        push(&p, key, user: &user, timers: &timers)
+                                  triggerEventID: event.eventID, repeatsLeft: plan.rules[rule].repeatEvery?.times ?? 0,
+                                  event: PackedObject(plan.trimmed(event.body, rule: rule)))
+        push(&p, slot, user: &user, idle: &idle, timers: &timers)
     }
 
-    func push(_ p: inout UserState.Pending, _ key: UserKey, user: inout UserState, timers: inout TimerQueue) {
+    func push(_ p: inout UserState.Pending, _ slot: UInt32, user: inout UserState, idle: inout IdleColumns,
+              timers: inout TimerQueue) {
         // Already cancelled by an event processed before its trigger (a faster input).
-        if user.ahead.contains(where: { cancels($0, p) }) { return }
+        if user.hasAhead, user.ahead.contains(where: { cancels($0, p) }) { return }
         p.timer = timers.next()
-        user.pending.append(p)
-        timers.heap.push(.init(due: p.due, sequence: p.timer, user: key))
+        if !idle.store(p, slot: slot) { user.pending.append(p) }
+        timers.heap.push(.init(due: p.due, sequence: p.timer, user: slot))
     }
 
     /// An immediate firing, with its repeat chain scheduled.
-    func fire(_ rule: Int, _ key: UserKey, _ trigger: Candidate.TriggerRef, user: inout UserState, firedAt: Timestamp,
-              ordinal: Int, timers: inout TimerQueue, out: inout [TriggerOutput]) {
+    func fire(_ rule: Int, _ key: UserKey, _ slot: UInt32, _ trigger: Candidate.TriggerRef, user: inout UserState,
+              idle: inout IdleColumns, firedAt: Timestamp, ordinal: Int, timers: inout TimerQueue, out: inout [TriggerOutput]) {
         emit(rule, key, trigger, user: &user, firedAt: firedAt, ordinal: ordinal, out: &out)
-        if let r = rules.rules[rule].repeatEvery {
+        if let r = plan.rules[rule].repeatEvery {
             var p = UserState.Pending(timer: 0, rule: rule, ordinal: ordinal + 1, due: firedAt + r.every,
                                       triggerTime: trigger.time, triggerEventID: trigger.eventID,
-                                      repeatsLeft: r.times - 1, event: trigger.body)
-            push(&p, key, user: &user, timers: &timers)
+                                      repeatsLeft: r.times - 1, event: PackedObject(trigger.body))
+            push(&p, slot, user: &user, idle: &idle, timers: &timers)
         }
     }
 
@@ -458,34 +617,34 @@ struct RuleLogic {
               ordinal: Int, out: inout [TriggerOutput]) {
         let c = candidate(rule, key, trigger, user: user, firedAt: firedAt, ordinal: ordinal, failure: nil)
         out.append(.candidate(c))
-        if let goal = rules.rules[rule].goal {
+        if let goal = plan.rules[rule].goal {
             let until = firedAt + goal.within
             let early = (user.lateGoalEvents + user.ahead).filter {
                 $0.time > firedAt && $0.time <= until && goal.event.matches(topic: $0.topic, type: $0.type)
             }
             if let first = early.min(by: { $0.time < $1.time }) {
-                out.append(.conversion(Conversion(notificationID: c.id, ruleID: rules.rules[rule].id, shopID: key.shop,
+                out.append(.conversion(Conversion(notificationID: c.id, ruleID: plan.rules[rule].id, shopID: key.shop,
                                                   userID: key.user, variant: nil, goalEventID: first.eventID,
                                                   convertedAt: first.time)))
             } else {
                 user.goals.append(.init(rule: rule, notificationID: c.id, from: firedAt, until: until))
             }
         }
-        if !user.lateGoalEvents.isEmpty, !user.pending.contains(where: { rules.rules[$0.rule].goal != nil }) {
+        if !user.lateGoalEvents.isEmpty, !user.pending.contains(where: { plan.rules[$0.rule].goal != nil }) {
             user.lateGoalEvents.removeAll()
         }
     }
 
     func candidate(_ index: Int, _ key: UserKey, _ trigger: Candidate.TriggerRef, user: UserState, firedAt: Timestamp,
                    ordinal: Int, failure: String?) -> Candidate {
-        let rule = rules.rules[index]
+        let rule = plan.rules[index]
         return Candidate(
             id: Candidate.notificationID(ruleID: rule.id, shopID: key.shop, userID: key.user,
                                          triggerEventID: trigger.eventID, ordinal: ordinal),
             ruleID: rule.id, shopID: key.shop, userID: key.user, priority: rule.notify.priority,
             channels: rule.notify.channels, template: rule.notify.template, escalate: rule.notify.escalate,
             tags: rule.notify.tags, triggerEventIDs: [trigger.eventID], eventTime: trigger.time, firedAt: firedAt,
-            rulesVersion: rules.version, ordinal: ordinal, failure: failure, event: trigger.body,
+            rulesVersion: plan.version, ordinal: ordinal, failure: failure, event: trigger.body,
             user: user.profile ?? JSONObject())
     }
 }

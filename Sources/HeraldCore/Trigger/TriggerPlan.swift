@@ -1,12 +1,15 @@
 /// What the trigger must keep, worked out once from the rules file: which counts, which
 /// profile fields, and which event fields each rule's later rendering needs.
-struct TriggerPlan: Sendable {
+/// A class: every event's logic reads it, and a reference costs one retain, not one per field.
+final class TriggerPlan: Sendable {
     /// `user.count(…)` patterns, in a fixed order; counts are kept per user in this order.
     let countedPatterns: [EventPattern]
     /// Profile fields rules or templates read (`user.nickname`), plus the ones shaping needs.
     let profileFields: Set<String>
     /// Per rule: the top-level event fields its templates, dedupe key and cancel match read.
     let eventFields: [Set<String>]
+    /// The same as arrays: a few fields, compared faster than hashed.
+    let eventFieldLists: [[String]]
     /// Fields any `cancel_on.match` compares.
     let matchFields: Set<String>
     /// Events that can cancel or convert a firing: cancel_on and goal events, and the `on`
@@ -14,9 +17,12 @@ struct TriggerPlan: Sendable {
     let cancellingPatterns: [EventPattern]
 
     let rules: [Rule]
+    /// The rules file's version hash, stored with every candidate.
+    let version: String
 
     init(_ rules: RuleSet) {
         self.rules = rules.rules
+        self.version = rules.version
         var counted: [EventPattern] = []
         var profile: Set<String> = ["timezone", "locale"]
         var eventFields: [Set<String>] = []
@@ -64,6 +70,7 @@ struct TriggerPlan: Sendable {
         countedPatterns = counted
         profileFields = profile
         self.eventFields = eventFields
+        eventFieldLists = eventFields.map { $0.sorted() }
         matchFields = Set(rules.rules.flatMap { $0.cancel?.match.map { String($0.split(separator: ".")[0]) } ?? [] })
         var cancelling: [EventPattern] = []
         for rule in rules.rules {
@@ -76,24 +83,27 @@ struct TriggerPlan: Sendable {
 
     /// What an event of this kind touches; computed once per kind and cached by the engine.
     func eventPlan(topic: LogicalTopic, type: String) -> EventPlan {
-        var p = EventPlan()
+        var listening: [Int] = [], resets: [Int] = [], goalOf: [Int] = []
         for (i, rule) in rules.enumerated() {
-            if rule.on.contains(where: { $0.matches(topic: topic, type: type) }) { p.listening.append(i) }
+            if rule.on.contains(where: { $0.matches(topic: topic, type: type) }) { listening.append(i) }
             if case .threshold(_, _, let resetOn) = rule.timing, resetOn.contains(where: { $0.matches(topic: topic, type: type) }) {
-                p.resets.append(i)
+                resets.append(i)
             }
-            if rule.goal?.event.matches(topic: topic, type: type) == true { p.goalOf.append(i) }
+            if rule.goal?.event.matches(topic: topic, type: type) == true { goalOf.append(i) }
         }
-        p.counted = countedPatterns.indices.filter { countedPatterns[$0].matches(topic: topic, type: type) }
-        p.cancelsOrConverts = cancellingPatterns.contains { $0.matches(topic: topic, type: type) }
-        return p
+        return EventPlan(listening: listening,
+                         counted: countedPatterns.indices.filter { countedPatterns[$0].matches(topic: topic, type: type) },
+                         resets: resets,
+                         cancelsOrConverts: cancellingPatterns.contains { $0.matches(topic: topic, type: type) },
+                         goalOf: goalOf)
     }
 
     func countIndex(_ p: EventPattern) -> Int? { countedPatterns.firstIndex(of: p) }
 
     /// The part of an event a rule's firing carries.
     func trimmed(_ body: JSONObject, rule: Int) -> JSONObject {
-        let keep = eventFields[rule]
+        let keep = eventFieldLists[rule]
+        if keep.isEmpty { return JSONObject() }
         var out = JSONObject()
         for (k, v) in body.members where keep.contains(k) { out[k] = v }
         return out

@@ -27,6 +27,10 @@ struct UserState: Sendable {
         var ahead: [SeenRef] = []
     }
 
+    /// Whether any rarely used state is kept (reading it through the accessors below copies).
+    var hasRare: Bool { !rare.isEmpty }
+    var hasAhead: Bool { !(rare.first?.ahead.isEmpty ?? true) }
+
     private subscript<T>(rare path: WritableKeyPath<Rare, T>, empty empty: T) -> T {
         get { rare.first?[keyPath: path] ?? empty }
         set {
@@ -67,7 +71,7 @@ struct UserState: Sendable {
         /// Repeats still to come after this firing.
         var repeatsLeft: Int
         /// The trimmed triggering event.
-        var event: JSONObject
+        var event: PackedObject
     }
 
     /// A threshold rule's event times within its window.
@@ -125,5 +129,29 @@ struct EventContext: EvaluationContext {
     func count(_ pattern: EventPattern) -> Int {
         guard let i = plan.countIndex(pattern), i < user.counts.count else { return 0 }
         return Int(user.counts[i])
+    }
+}
+
+/// A JSON object kept as the checkpoint encoding's bytes (`ByteWriter.object`): one
+/// allocation instead of two arrays of members — what a pending firing keeps of its event.
+struct PackedObject: Sendable {
+    /// Empty for the empty object.
+    private(set) var bytes: [UInt8] = []
+
+    init() {}
+
+    init(_ object: JSONObject) {
+        guard !object.isEmpty else { return }
+        var w = ByteWriter(capacity: 64)
+        w.object(object)
+        bytes = Array(w.bytes[...])  // exactly sized
+    }
+
+    var isEmpty: Bool { bytes.isEmpty }
+
+    var object: JSONObject {
+        guard !bytes.isEmpty else { return JSONObject() }
+        var r = ByteReader(bytes)
+        return (try? r.object()) ?? JSONObject()  // cannot fail: written by `init`
     }
 }
