@@ -109,7 +109,8 @@ private struct Parser {
             guard bytes[index] == UInt8(ascii: "\"") else { throw error("expected a string key") }
             let keyOffset = index
             let key = try parseString()
-            if keys.contains(key) {
+            // Lengths first: most keys differ in length, and that compare is free.
+            if keys.contains(where: { $0.utf8.count == key.utf8.count && $0 == key }) {
                 throw JSONParseError(message: "duplicate key \"\(key.prefix(64))\"", offset: keyOffset)
             }
             skipWhitespace()
@@ -162,20 +163,22 @@ private struct Parser {
     mutating func parseString() throws(JSONParseError) -> String {
         index += 1  // opening quote
         let start = index
-        // Fast path: no escapes, all ASCII or valid UTF-8.
+        // Fast path: no escapes, all ASCII (nothing to validate) or valid UTF-8.
         var hasEscape = false
+        var ascii = true
         while index < bytes.count {
             let b = bytes[index]
             if b == UInt8(ascii: "\"") { break }
             if b == UInt8(ascii: "\\") { hasEscape = true; break }
             if b < 0x20 { throw error(b == 0 ? "NUL byte in string" : "control character in string") }
+            if b >= 0x80 { ascii = false }
             index += 1
         }
         guard index < bytes.count else { throw error("unterminated string") }
         if !hasEscape {
             let slice = UnsafeBufferPointer(rebasing: bytes[start..<index])
             index += 1
-            return try decodeUTF8(slice, at: start)
+            return ascii ? String(decoding: slice, as: UTF8.self) : try decodeUTF8(slice, at: start)
         }
         scratch.removeAll(keepingCapacity: true)
         scratch.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[start..<index]))

@@ -442,7 +442,8 @@ struct RuleLogic {
             user.ahead.append(ref.trimmed(to: plan.matchFields))
         }
 
-        for index in ep.resets where plan.rules[index].shops?.contains(key.shop) ?? true {
+        // (Reading an absent window list is free; writing one would make the rare box.)
+        for index in ep.resets where user.hasRare && plan.rules[index].shops?.contains(key.shop) ?? true {
             user.windows.removeAll { $0.rule == index }
         }
         for index in ep.listening {
@@ -477,19 +478,24 @@ struct RuleLogic {
                     }
                 }
             case .threshold(let count, let within, _):
-                var w = user.windows.first { $0.rule == index } ?? UserState.Window(rule: index, times: [])
-                user.windows.removeAll { $0.rule == index }
+                var windows = user.windows
+                var w = windows.first { $0.rule == index } ?? UserState.Window(rule: index, times: [])
+                windows.removeAll { $0.rule == index }
                 w.times.append(t)
                 w.times.removeAll { $0 <= t - within }
-                if w.times.count >= count {
+                let fires = w.times.count >= count
+                if !fires { windows.append(w) }
+                user.windows = windows  // one write: the rare box is made or dropped once
+                if fires {
                     fire(index, key, slot, trigger(event, index), user: &user, idle: &idle, firedAt: t, ordinal: 0, timers: &timers, out: &out)
-                } else {
-                    user.windows.append(w)
                 }
             case .idle(let d):
                 // The first pending firing of the rule whose quiet period this event falls in
                 // (smallest timer: the column's or the list's).
-                let listed = user.pending.firstIndex(where: { $0.rule == index && $0.triggerTime < t && t < $0.due })
+                // (Indices, not elements: a closure over elements copies each firing.)
+                let listed = user.pending.indices.first { i in
+                    user.pending[i].rule == index && user.pending[i].triggerTime < t && t < user.pending[i].due
+                }
                 var inColumn: Int?
                 if let c = idle.columnOf[index] {
                     let e = idle.columns[c][Int(slot)]
@@ -506,7 +512,9 @@ struct RuleLogic {
                     user.pending[i].due = t + d
                     user.pending[i].triggerEventID = event.eventID
                     user.pending[i].event = PackedObject(plan.trimmed(event.body, rule: index))
-                } else if !user.pending.contains(where: { $0.rule == index && $0.triggerTime >= t && $0.triggerTime < t + d }),
+                } else if !user.pending.indices.contains(where: { i in
+                              user.pending[i].rule == index && user.pending[i].triggerTime >= t && user.pending[i].triggerTime < t + d
+                          }),
                           !(idle.columnOf[index].map { c in
                               let e = idle.columns[c][Int(slot)]
                               return e.timer != 0 && e.triggerTime >= t && e.triggerTime < t + d

@@ -25,6 +25,8 @@ struct UserState: Sendable {
         var lateGoalEvents: [SeenRef] = []
         /// Events newer than the state's clock that could cancel or convert later triggers.
         var ahead: [SeenRef] = []
+
+        var isEmpty: Bool { profile == nil && windows.isEmpty && goals.isEmpty && lateGoalEvents.isEmpty && ahead.isEmpty }
     }
 
     /// Whether any rarely used state is kept (reading it through the accessors below copies).
@@ -36,6 +38,8 @@ struct UserState: Sendable {
         set {
             if rare.isEmpty { rare.append(Rare()) }
             rare[0][keyPath: path] = newValue
+            // Nothing left (a window that fired, goals that expired): no box either.
+            if rare[0].isEmpty { rare = [] }
         }
     }
 
