@@ -75,8 +75,15 @@ public struct TriggerEngine: Sendable {
     public mutating func process(_ event: Event, into out: inout [TriggerOutput]) {
         let eventPlan = dispatch.plan(topic: event.topic, type: event.type, plan)
         // A repeated event id of a user is ignored within the horizon (SPEC §2).
-        guard seenEvents.insert(shop: event.shopID, user: event.userID, eventID: event.eventID, at: event.occurredAt) else { return }
-        let (slot, inserted) = users.insert(shop: event.shopID, user: event.userID)
+        // The user's key is hashed once: its hash finds the slot, and continued with the
+        // event id it is the event's hash.
+        var h = StableHash64()
+        h.add(event.shopID)
+        h.add(event.userID)
+        let userHash = h.finish()
+        h.add(event.eventID)
+        guard seenEvents.insert(h.finish(), at: event.occurredAt) else { return }
+        let (slot, inserted) = users.insert(shop: event.shopID, user: event.userID, hash: userHash)
         if inserted {
             states.append(UserState(at: event.occurredAt))
             idle.addSlot()
@@ -127,9 +134,8 @@ struct SeenEvents: Sendable {
 
     var count: Int { current.count + previous.count }
 
-    /// Records the event; false when it was seen before.
-    mutating func insert(shop: String, user: String, eventID: String, at t: Timestamp) -> Bool {
-        let h = StableHash64.of(shop, user, eventID)
+    /// Records the event by its hash (of shop, user and event id); false when it was seen before.
+    mutating func insert(_ h: UInt64, at t: Timestamp) -> Bool {
         if let start = currentStart, t >= start + horizon {
             previous = current
             current = HashSet64()

@@ -45,10 +45,10 @@ struct UserSlots: Sendable {
         return probe(shop: shop, user: user, tag: StableHash64.of(shop, user) >> 32).slot
     }
 
-    /// The user's slot, made when new.
-    mutating func insert(shop: String, user: String) -> (slot: UInt32, inserted: Bool) {
+    /// The user's slot, made when new. `hash`: `StableHash64.of(shop, user)`, when known.
+    mutating func insert(shop: String, user: String, hash: UInt64? = nil) -> (slot: UInt32, inserted: Bool) {
         if (count + 1) * 10 > table.count * 7 { grow(to: max(64, table.count * 2)) }
-        let tag = StableHash64.of(shop, user) >> 32
+        let tag = (hash ?? StableHash64.of(shop, user)) >> 32
         let (i, found) = probe(shop: shop, user: user, tag: tag)
         if let found { return (found, false) }
         let slot = UInt32(count)
@@ -97,13 +97,6 @@ struct StableHash64 {
         return h.finish()
     }
 
-    static func of(_ a: String, _ b: String, _ c: String) -> UInt64 {
-        var h = StableHash64()
-        h.add(a)
-        h.add(b)
-        h.add(c)
-        return h.finish()
-    }
 
     private mutating func word(_ w: UInt64) {
         h = (h ^ w) &* 0xBF58_476D_1CE4_E5B9
