@@ -501,7 +501,7 @@ struct CheckpointCodecBench: ParsableCommand {
         func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
         print(String(format: "%d users, %.1f bytes of state per user on average, %d timers, %d seen-event hashes",
                      records.count, Double(bytes) / Double(max(records.count, 1)), restored?.timerCount ?? 0,
-                     seen.reduce(0) { $0 + $1.hashes.count } / 16))
+                     seen.reduce(0) { $0 + $1.hashes.count } / 8))  // 8 bytes a hash
         print(String(format: "encode (takeDirtyStates): %.0f users/s (%.2f s)", Double(records.count) / seconds(encode), seconds(encode)))
         print(String(format: "restore (users, timers, seen set): %.0f users/s (%.2f s)", Double(records.count) / seconds(decode), seconds(decode)))
     }
