@@ -90,4 +90,20 @@ import Testing
         }
         #expect(outputs[0] == outputs[1])
     }
+
+    /// Timer 0 marks an empty column entry; a corrupt checkpoint's firing with timer 0 is a
+    /// listed one and fires from the list (it once matched the empty entry and crashed).
+    @Test func aRestoredFiringWithTimerZeroIsNotAnEmptyColumnEntry() throws {
+        let rules = try loadRules(heraldYAML)
+        let winBack = rules.rules.firstIndex { $0.id == "win-back" }!
+        let t0 = Timestamp(rfc3339: "2026-11-01T08:00:00Z")!
+        let firing = UserState.Pending(timer: 0, rule: winBack, ordinal: 0, due: t0 + .days(30), triggerTime: t0,
+                                       triggerEventID: "a", repeatsLeft: 0, event: PackedObject())
+        let bytes = TriggerEngine.encode(UserState(at: t0), pending: [firing])
+        var engine = try TriggerEngine.restore(rules: rules, meta: TriggerEngine(rules: rules).encodeMeta(),
+                                               users: [UserStateRecord(shopID: "s1", userID: "u1", state: bytes)], seen: [])
+        #expect(engine.idle.columns[0][0].timer == 0 && engine.states[0].pending.count == 1)
+        let fired = engine.advance(to: t0 + .days(31)).compactMap(\.candidate)
+        #expect(fired.map(\.ruleID) == ["win-back"])
+    }
 }

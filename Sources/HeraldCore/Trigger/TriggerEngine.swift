@@ -360,6 +360,8 @@ struct IdleColumns: Sendable {
 
     /// The column holding the firing of timer `sequence`, if one does.
     func column(holding sequence: UInt64, slot: UInt32) -> Int? {
+        // 0 marks an empty entry (a corrupt checkpoint may list a timer 0: it is not here).
+        guard sequence != 0 else { return nil }
         for c in columns.indices where columns[c][Int(slot)].timer == sequence { return c }
         return nil
     }
@@ -545,7 +547,8 @@ struct RuleLogic {
                 timers.heap.push(.init(due: due, sequence: timer.sequence, user: slot))
                 return
             }
-            p = idle.pending(c, slot: slot)!
+            guard let taken = idle.pending(c, slot: slot) else { return }
+            p = taken
             idle.columns[c][Int(slot)] = IdleColumns.IdleTimer()
         } else {
             guard let i = user.pending.firstIndex(where: { $0.timer == timer.sequence }) else { return }
