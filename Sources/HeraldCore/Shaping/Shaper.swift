@@ -367,8 +367,14 @@ public struct Shaper: Sendable {
             deliver(m, idHash: StableID.hash64(m.candidate.id), plan: plan(for: m.candidate.ruleID), at: window.closesAt,
                     user: &user, into: &out)
         }
-        // Deferred messages waking now go on at step 6 with the same notification id.
-        while let i = user.deferred.firstIndex(where: { $0.dueAt <= now }) {
+        // Deferred messages waking now go on at step 6 with the same notification id, in
+        // the order they were deferred (deciding one defers nothing, so one pass does).
+        var i = 0
+        while i < user.deferred.count {
+            guard user.deferred[i].dueAt <= now else {
+                i += 1
+                continue
+            }
             let d = user.deferred.remove(at: i)
             let idHash = StableID.hash64(d.message.candidate.id)
             let held = user.history.first(where: { $0.id == idHash })

@@ -259,6 +259,8 @@ extension Template {
     /// `root[path:]` would: for callers that can resolve paths without building a root.
     func render(timeZone: String, lookup: ([String]) -> JSONValue?) throws(RenderError) -> String {
         var out = ""
+        // One allocation for most messages: values are usually shorter than their tags.
+        out.reserveCapacity(source.utf8.count + 16)
         for part in parts {
             switch part {
             case .text(let s): out += s
