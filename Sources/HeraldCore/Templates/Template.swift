@@ -258,6 +258,7 @@ extension Template {
     /// Renders with `lookup` giving the value at a tag's path (its `components`), as
     /// `root[path:]` would: for callers that can resolve paths without building a root.
     func render(timeZone: String, lookup: ([String]) -> JSONValue?) throws(RenderError) -> String {
+        if parts.count == 1, case .text(let s) = parts[0] { return s }
         var out = ""
         // One allocation for most messages: values are usually shorter than their tags.
         out.reserveCapacity(source.utf8.count + 16)
