@@ -113,9 +113,9 @@ final class TriggerHandler: StageHandler {
         if order.late > late { HeraldMetrics.lateEvents(order.late - late) }
         if !order.isEmpty { orders[partition] = order }
         // Candidates just published wait in herald-shaper for a clock that covers them.
-        let published = !triggerOutputs.isEmpty
+        let emitted = !triggerOutputs.isEmpty
         publish(partition, &out)
-        publishWatermark(partition, clock: engine.clock, idle: idle && !published, &out)
+        publishWatermark(partition, clock: engine.clock, idle: idle && !emitted, &out)
     }
 
     /// Held events stay: if the partition comes back with its state kept, reading resumes
