@@ -404,8 +404,8 @@ extension ByteReader {
 
 enum Checkpoint {
     /// The first byte of every encoding; a new layout gets a new version.
-    /// 2: the trigger's event-id hashes are 64-bit (were 128-bit).
-    static let version: UInt8 = 2
+    /// 2: the shaper's history as 64-bit hashes; 3: the trigger's event-id hashes 64-bit (were 128-bit).
+    static let version: UInt8 = 3
 
     static func checkVersion(_ r: inout ByteReader) throws(CheckpointDecodingError) {
         let v = try r.byte()
