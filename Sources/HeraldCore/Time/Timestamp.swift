@@ -27,12 +27,18 @@ public struct Timestamp: Sendable, Hashable, Comparable, CustomStringConvertible
 
     /// Parses `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`; nil when it is not RFC 3339.
     public init?(rfc3339 text: some StringProtocol) {
-        var utf8 = Array(text.utf8)
-        guard let t = utf8.withUnsafeMutableBufferPointer({ Timestamp.parse($0) }) else { return nil }
+        let utf8 = Array(text.utf8)
+        guard let t = utf8.withUnsafeBufferPointer({ Timestamp.parse($0) }) else { return nil }
         self = t
     }
 
-    private static func parse(_ b: UnsafeMutableBufferPointer<UInt8>) -> Timestamp? {
+    /// The same, over UTF-8 bytes.
+    init?(rfc3339Bytes bytes: UnsafeBufferPointer<UInt8>) {
+        guard let t = Timestamp.parse(bytes) else { return nil }
+        self = t
+    }
+
+    private static func parse(_ b: UnsafeBufferPointer<UInt8>) -> Timestamp? {
         // Minimum: 2006-01-02T15:04:05Z = 20 bytes.
         guard b.count >= 20, b.count <= 40 else { return nil }
         func digits(_ at: Int, _ n: Int) -> Int? {
