@@ -388,9 +388,6 @@ struct ChaosCommand: ParsableCommand {
     @Option(help: "Stages to kill and scale, comma-separated: trigger, shaper, sink.")
     var disturb = "trigger,shaper,sink"
 
-    @Flag(help: "Send profile_updated events too (their order against orders events is not event time in herald-trigger).")
-    var profileUpdates = false
-
     func run() throws {
         HeraldLogging.bootstrap(level: "warning")
         var o = Chaos.Options()
@@ -400,7 +397,6 @@ struct ChaosCommand: ParsableCommand {
         o.partitions = partitions
         o.seed = seed ?? UInt64.random(in: 1...999_999)
         o.actions = actions
-        o.profileUpdates = profileUpdates
         o.disturb = try disturb.split(separator: ",").map { name in
             guard let stage = Chaos.Stage(rawValue: "herald-" + name.trimmingCharacters(in: .whitespaces)) else {
                 throw ValidationError("--disturb takes trigger, shaper and sink")

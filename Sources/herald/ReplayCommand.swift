@@ -93,6 +93,12 @@ struct ReplayCommand: ParsableCommand {
         output.write(Data(buffer))
         if out != nil { try output.close() }
         Console.error("replayed \(lines - invalid) events (\(invalid) invalid lines skipped), wrote \(written) records")
+        if replay.order.late > 0 {
+            // The same condition herald-trigger counts in herald_trigger_late_events_total.
+            Console.error("warning: \(replay.order.late) events came after events with later times had been applied "
+                + "(a topic out of event-time order, or more than \(replay.order.limit) events held while the other "
+                + "topic lagged): they were applied in file order, which the live pipeline's partitions need not reproduce")
+        }
     }
 }
 

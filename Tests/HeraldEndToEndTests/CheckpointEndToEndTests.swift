@@ -24,7 +24,7 @@ import Testing
         let pipeline = try LocalPipeline(rules: RuleEngineEndToEndTests.rules, partitions: 4, logger: logger)
         defer { pipeline.stop(keepFiles: ProcessInfo.processInfo.environment["HERALD_KEEP"] != nil) }
         try pipeline.startInfrastructure()
-        let replay = try ReplayExpectation.run(messages, pipeline: pipeline, until: .now - .minutes(1))
+        let replay = try ReplayRows.expected(messages, pipeline: pipeline, until: .now - .minutes(1))
         #expect(replay.notifications.count > 1000)
 
         let conn = try pipeline.connect()
@@ -61,10 +61,10 @@ import Testing
             shaper = try pipeline.startWorker("herald-shaper", overrides: last ? [:] : eventTimeOnly)
         }
         #expect(kills == 8)
-        let done = try pipeline.await(timeout: 240) { try ReplayExpectation.live(conn, schema: pipeline.schema) == replay }
-        let live = try ReplayExpectation.live(conn, schema: pipeline.schema)
-        #expect(done, "rows differ from replay after kills: \(replay.differences(from: live))\n\(pipeline.logs)")
-        #expect(replay.differences(from: live) == "")
+        let done = try pipeline.await(timeout: 240) { try PipelineRows.read(conn, schema: pipeline.schema) == replay }
+        let live = try PipelineRows.read(conn, schema: pipeline.schema)
+        #expect(done, "rows differ from replay after kills: \(ReplayRows.differences(expected: replay, live: live))\n\(pipeline.logs)")
+        #expect(ReplayRows.differences(expected: replay, live: live) == "")
         let letters = try conn.execute("SELECT stage, reason, detail FROM \"\(pipeline.schema)\".dead_letters LIMIT 5").rows
         #expect(letters.isEmpty, "\(letters)")
 

@@ -100,7 +100,7 @@ import Testing
         try producer.flush(timeout: .seconds(60))
 
         // Replay, with the clock stopped where the live pipeline's is (now, less the grace).
-        let replay = try ReplayExpectation.run(messages, pipeline: pipeline, until: .now - .minutes(1))
+        let replay = try ReplayRows.expected(messages, pipeline: pipeline, until: .now - .minutes(1))
         let expected = replay.notifications
         let expectedConversions = replay.conversions
         let byRule = Dictionary(grouping: expected.values, by: { $0.split(separator: " ")[0] }).mapValues(\.count)
@@ -120,11 +120,11 @@ import Testing
         let conn = try pipeline.connect()
         let s = "\"\(pipeline.schema)\""
         // Until every row has its final status (deferred ones wake as the shaper's clock passes them).
-        let done = try pipeline.await(timeout: 240) { try ReplayExpectation.live(conn, schema: pipeline.schema) == replay }
-        let live = try ReplayExpectation.live(conn, schema: pipeline.schema)
-        #expect(done, "live pipeline did not catch up: \(replay.differences(from: live))\n\(pipeline.logs)")
+        let done = try pipeline.await(timeout: 240) { try PipelineRows.read(conn, schema: pipeline.schema) == replay }
+        let live = try PipelineRows.read(conn, schema: pipeline.schema)
+        #expect(done, "live pipeline did not catch up: \(ReplayRows.differences(expected: replay, live: live))\n\(pipeline.logs)")
         #expect(live.notifications.count == expected.count)
-        #expect(replay.differences(from: live) == "")
+        #expect(ReplayRows.differences(expected: replay, live: live) == "")
         #expect(try conn.execute("SELECT count(*) FROM \(s).dead_letters")[0, 0] == "0")
     }
 

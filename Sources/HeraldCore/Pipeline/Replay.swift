@@ -21,11 +21,17 @@ public struct Replay: Sendable {
 
     public var trigger: TriggerEngine
     public var shaper: Shaper
+    /// The file's events back in event-time order, as herald-trigger applies them.
+    public internal(set) var order = EventOrder(limit: 200_000)
+    private var newest: [Timestamp?] = [nil, nil]
 
     public init(rules: RuleSet) {
         trigger = TriggerEngine(rules: rules)
         shaper = Shaper(rules: rules)
     }
+
+    /// The input index of a topic in `EventOrder` (orders first at equal times).
+    public static func input(_ topic: LogicalTopic) -> Int { topic == .orders ? 0 : 1 }
 
     /// One line of the input: `{"topic": "orders" | "behavior", "value": {…event…}}`.
     public static func parseLine(_ line: [UInt8]) -> Result<Event, EventRejection> {
@@ -42,8 +48,21 @@ public struct Replay: Sendable {
         return EventDecoder.decode(Array(event.jsonString.utf8), topic: topic)
     }
 
-    /// Advances the clock to the event's time (firing what is due), then applies the event.
+    /// Takes the next event of the file and applies every event both topics have
+    /// progressed past, in event-time order (`EventOrder`), as herald-trigger does.
     public mutating func process(_ event: Event) -> [Record] {
+        let input = Self.input(event.topic)
+        newest[input] = max(newest[input] ?? event.occurredAt, event.occurredAt)
+        order.add(event, input: input)
+        var watermark: Timestamp?
+        if let a = newest[0], let b = newest[1] { watermark = min(a, b) }
+        var records: [Record] = []
+        while let next = order.next(upTo: watermark) { records += apply(next.event) }
+        return records
+    }
+
+    /// Advances the clock to the event's time (firing what is due), then applies the event.
+    private mutating func apply(_ event: Event) -> [Record] {
         // A preference counts for candidates decided at or after its time, including the
         // timers due right now (the shaper orders changes by event time).
         shaper.apply(preference: event)
@@ -58,9 +77,11 @@ public struct Replay: Sendable {
         return records
     }
 
-    /// After the last event: from timer to timer until none is left, or up to `until`.
+    /// After the last event: the events still held, then from timer to timer until none is
+    /// left, or up to `until`.
     public mutating func finish(until: Timestamp? = nil) -> [Record] {
         var records: [Record] = []
+        for held in order.drain() { records += apply(held.event) }
         while let due = [trigger.nextDue, shaper.nextDue].compactMap({ $0 }).min(), until.map({ due <= $0 }) ?? true {
             records += shape(trigger.advance(to: due))
             records += shaper.advance(to: due).map(Record.outcome)

@@ -31,12 +31,6 @@ public struct Chaos {
         /// The stages whose workers are killed and scaled; the others keep one worker.
         public var disturb: [Stage] = Stage.allCases
         public var maxWorkers = 3
-        /// Send the shop's `profile_updated` events (time zone, nickname). Off by default:
-        /// herald-trigger copies a user's profile into a candidate as it has applied it, and
-        /// it applies `orders` and `behavior` in the order it reads them, not by event time;
-        /// so a profile change a moment before an order can miss that order's candidate live
-        /// and not in replay (its time zone then decides quiet hours), with or without chaos.
-        public var profileUpdates = false
 
         public init() {}
     }
@@ -217,10 +211,7 @@ public struct Chaos {
         var opens: [FollowUp] = []
         var sequence = 0
 
-        let profileUpdates: Bool
-
-        init(users: Int, seed: UInt64, profileUpdates: Bool) {
-            self.profileUpdates = profileUpdates
+        init(users: Int, seed: UInt64) {
             shop = ShopTraffic(users: users, seed: seed)
             shop.wallClock = true
             rng = SplitMix64(seed: seed &+ 1)
@@ -239,11 +230,7 @@ public struct Chaos {
                 return shop.make(.behavior, rng.next() % 4 == 0 ? "login_success" : "login_failed",
                                  user: Int(rng.next() % UInt64(max(1, users / 50))))
             }
-            let m = shop.next()
-            if !profileUpdates, case .success(let e) = EventDecoder.decode(m.value, topic: m.topic), e.type == "profile_updated" {
-                return shop.make(.behavior, "page_view")
-            }
-            return m
+            return shop.next()
         }
 
         /// Schedules what follows `event`.
@@ -373,7 +360,7 @@ public struct Chaos {
         }
 
         // Traffic, with the schedule's actions as they fall due.
-        var traffic = Traffic(users: options.users, seed: options.seed, profileUpdates: options.profileUpdates)
+        var traffic = Traffic(users: options.users, seed: options.seed)
         var lines: [UInt8] = []
         var opens: [(id: String, kind: String, eventID: String)] = []
         var sent = 0

@@ -28,6 +28,8 @@ public enum HeraldMetrics {
         r.declare(retentionLost, .counter,
                   help: "Input messages deleted by broker retention before this worker processed them, per partition.",
                   labels: ["topic", "partition"])
+        r.declare(lateEvents, .counter,
+                  help: "Events herald-trigger read after events with later times of the same partition number had been applied.")
         r.declare(sessions, .counter, help: "Consumer sessions started (more than one: Kafka errors forced restarts).")
         return r
     }()
@@ -48,6 +50,7 @@ public enum HeraldMetrics {
     public static let endToEndLatency = "herald_end_to_end_latency_seconds"
     public static let sessions = "herald_consumer_sessions_total"
     public static let retentionLost = "herald_retention_lost_messages_total"
+    public static let lateEvents = "herald_trigger_late_events_total"
 
     static let latencyBuckets: [Double] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
     static let endToEndBuckets: [Double] = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 86_400]
@@ -80,6 +83,10 @@ public enum HeraldMetrics {
     static func retentionLost(topic: String, partition: Int32, messages: Int64) {
         registry.increment(retentionLost, [topic, String(partition)], by: Double(messages))
         registry.increment(deadLetters, ["retention_lost"])
+    }
+
+    static func lateEvents(_ n: Int) {
+        registry.increment(lateEvents, by: Double(n))
     }
 
     static func batch(seconds: Double) {

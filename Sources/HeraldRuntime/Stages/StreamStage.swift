@@ -25,6 +25,9 @@ struct PartitionChanges {
     var users: [UserStateRecord]
     var seen: [SeenEventsChunk] = []
     var seenGenerations: [Timestamp]?
+    /// Per input topic, an offset before the consumed position where reading must resume
+    /// after a restart: the handler holds those messages without their effect in the state.
+    var resumeAt: [String: Int64] = [:]
 }
 
 /// What a stage does with its input; called on the stage's own thread.
@@ -285,10 +288,11 @@ final class StreamStage {
         for p in partitions {
             guard let o = own.owned[p] else { continue }
             let c = handler.changes(p)
-            if c.users.isEmpty, c.seen.isEmpty, o.next == o.saved, c.meta == o.savedMeta { continue }
+            let offsets = o.next.merging(c.resumeAt, uniquingKeysWith: min)
+            if c.users.isEmpty, c.seen.isEmpty, offsets == o.saved, c.meta == o.savedMeta { continue }
             // Nothing read yet: a checkpoint now would pin the start to the topics' beginning.
             if c.users.isEmpty, o.next.isEmpty, o.savedMeta == nil { continue }
-            writes.append(CheckpointWrite(partition: p, epoch: o.epoch, meta: c.meta, offsets: o.next, users: c.users,
+            writes.append(CheckpointWrite(partition: p, epoch: o.epoch, meta: c.meta, offsets: offsets, users: c.users,
                                           seen: c.seen, seenGenerations: c.seenGenerations))
         }
         return writes

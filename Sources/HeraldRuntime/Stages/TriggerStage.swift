@@ -30,6 +30,11 @@ final class TriggerHandler: StageHandler {
     let grace: TimeSpan
     let logger: Logger
     private var engines: [Int32: TriggerEngine] = [:]
+    /// Per partition number: events read but not yet applied, waiting for the other input
+    /// to progress to their time (`EventOrder`).
+    private var orders: [Int32: EventOrder] = [:]
+    /// Events held per partition number at most while one input lags behind the other.
+    static let heldLimit = 100_000
     private var clocks: PartitionClocks
     private var triggerOutputs: [TriggerOutput] = []
     /// The clock last published per partition number, and when.
@@ -61,16 +66,11 @@ final class TriggerHandler: StageHandler {
             clocks.setCaughtUp(tp, positions.isCaughtUp(tp))
         case .success(let event):
             clocks.delivered(tp, at: event.occurredAt)
-            var engine = engines.removeValue(forKey: message.partition) ?? TriggerEngine(rules: rules)
-            triggerOutputs.removeAll(keepingCapacity: true)
-            if let watermark = clocks.watermark(message.partition, wallClock: .now) {
-                engine.advance(to: watermark, into: &triggerOutputs)
-            }
-            engine.process(event, into: &triggerOutputs)
-            engines[message.partition] = engine
             clocks.setCaughtUp(tp, positions.isCaughtUp(tp))
-            publish(message.partition, &out)
-            publishWatermark(message.partition, clock: engine.clock, idle: false, &out)
+            let input = message.topic == topics.orders ? 0 : 1
+            orders[message.partition, default: EventOrder(limit: Self.heldLimit)]
+                .add(event, input: input, offset: message.offset)
+            apply(message.partition, wallClock: .now, idle: false, &out)
         }
     }
 
@@ -83,16 +83,39 @@ final class TriggerHandler: StageHandler {
         // Every assigned partition, with events or not: herald-shaper waits for its clock.
         let assigned = Set(assignment.map(\.partition))
         for partition in assigned.union(engines.keys).sorted() {
-            guard let watermark = clocks.watermark(partition, wallClock: now) else { continue }
-            var engine = engines.removeValue(forKey: partition) ?? TriggerEngine(rules: rules)
-            triggerOutputs.removeAll(keepingCapacity: true)
-            engine.advance(to: watermark, into: &triggerOutputs)
-            engines[partition] = engine
-            publish(partition, &out)
-            publishWatermark(partition, clock: engine.clock, idle: true, &out)
+            apply(partition, wallClock: now, idle: true, &out)
         }
     }
 
+    /// Applies the partition's held events that every input has progressed past, in
+    /// event-time order, then fires the timers due by the watermark.
+    private func apply(_ partition: Int32, wallClock: Timestamp, idle: Bool, _ out: inout [OutputRecord]) {
+        let watermark = clocks.watermark(partition, wallClock: wallClock)
+        var order = orders.removeValue(forKey: partition) ?? EventOrder(limit: Self.heldLimit)
+        guard watermark != nil || order.count > order.limit else {
+            if !order.isEmpty { orders[partition] = order }
+            return
+        }
+        var engine = engines.removeValue(forKey: partition) ?? TriggerEngine(rules: rules)
+        triggerOutputs.removeAll(keepingCapacity: true)
+        let late = order.late
+        while let next = order.next(upTo: watermark) {
+            // Timers due by the event fire first — unless `heldLimit` let it out ahead of
+            // the watermark: then the inputs have not progressed that far.
+            let t = next.event.occurredAt
+            if let watermark, t <= watermark { engine.advance(to: t, into: &triggerOutputs) }
+            engine.process(next.event, into: &triggerOutputs)
+        }
+        if let watermark { engine.advance(to: watermark, into: &triggerOutputs) }
+        engines[partition] = engine
+        if order.late > late { HeraldMetrics.lateEvents(order.late - late) }
+        if !order.isEmpty { orders[partition] = order }
+        publish(partition, &out)
+        publishWatermark(partition, clock: engine.clock, idle: idle, &out)
+    }
+
+    /// Held events stay: if the partition comes back with its state kept, reading resumes
+    /// after them; if not, `drop` forgets them with the state.
     func revoked(_ partitions: [TopicPartition]) {
         for tp in partitions { clocks.forget(tp) }
     }
@@ -102,11 +125,19 @@ final class TriggerHandler: StageHandler {
         defer { engines[partition] = engine }
         let users = engine.takeDirtyStates()
         let seen = engine.takeNewSeenEvents()
-        return PartitionChanges(meta: engine.encodeMeta(), users: users, seen: seen, seenGenerations: engine.seenGenerations)
+        // Events held unapplied are read again after a restart (applied ones that come
+        // again are repeated ids, which the engine ignores).
+        var resume: [String: Int64] = [:]
+        for (input, offset) in orders[partition]?.oldestOffsets() ?? [:] {
+            resume[input == 0 ? topics.orders : topics.behavior] = offset
+        }
+        return PartitionChanges(meta: engine.encodeMeta(), users: users, seen: seen, seenGenerations: engine.seenGenerations,
+                                resumeAt: resume)
     }
 
     func restore(_ checkpoint: StoredCheckpoint) throws {
         published[checkpoint.partition] = nil
+        orders[checkpoint.partition] = nil
         guard let meta = checkpoint.meta else {
             engines[checkpoint.partition] = nil
             return
@@ -117,6 +148,7 @@ final class TriggerHandler: StageHandler {
 
     func drop(_ partition: Int32) {
         engines[partition] = nil
+        orders[partition] = nil
         published[partition] = nil
     }
 
