@@ -87,7 +87,7 @@ public struct CopyRows {
         let start = buffer.count
         write(&buffer)
         for b in buffer[start...] where b == 0x5C || b < 0x20 {
-            fail("COPY row \(count + 1) has a field that needs escaping where none was expected")
+            fail(message: "COPY row \(count + 1) has a field that needs escaping where none was expected")
             return
         }
     }
@@ -112,12 +112,12 @@ public struct CopyRows {
         case 0x09: buffer.append(0x5C); buffer.append(0x74)  // \t
         case 0x0A: buffer.append(0x5C); buffer.append(0x6E)  // \n
         case 0x0D: buffer.append(0x5C); buffer.append(0x72)  // \r
-        case 0x00: fail("COPY row \(count + 1) contains a NUL character, which PostgreSQL text cannot hold")
+        case 0x00: fail(message: "COPY row \(count + 1) contains a NUL character, which PostgreSQL text cannot hold")
         default: buffer.append(byte)
         }
     }
 
-    private mutating func fail(_ message: String) {
+    private mutating func fail(message: String) {
         guard sink.failure == nil else { return }
         sink.failure = PostgresError(sqlState: "22021", message: message)
         buffer.removeAll()
