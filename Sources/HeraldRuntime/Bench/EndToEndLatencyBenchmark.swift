@@ -77,7 +77,7 @@ public struct EndToEndLatencyBenchmark {
         Console.say("warm-up: \(rate) events/s for \(warmup) s, then drained …")
         try producer.run(rate: rate, seconds: warmup) { traffic.next(at: $0) }
         try producer.producer.flush(timeout: .seconds(60))
-        guard try pipeline.await(timeout: 300, every: 0.5, { lag.isDrained }) else {
+        guard try pipeline.await(timeout: 300, every: 0.5, lag.drain()) else {
             throw WorkerError.configuration("the warm-up did not drain in 300 s:\n\(pipeline.logs)")
         }
 
@@ -87,7 +87,7 @@ public struct EndToEndLatencyBenchmark {
         let sent = try producer.run(rate: rate, seconds: seconds) { traffic.next(at: $0) }
         let elapsed = LiveBench.seconds(since: clock)
         try producer.producer.flush(timeout: .seconds(60))
-        guard try pipeline.await(timeout: 300, every: 0.5, { lag.isDrained }) else {
+        guard try pipeline.await(timeout: 300, every: 0.5, lag.drain()) else {
             throw WorkerError.configuration("the pipeline did not drain in 300 s:\n\(pipeline.logs)")
         }
         try LiveBench.checkPipelineTopics(pipeline)

@@ -106,25 +106,50 @@ public final class StageLag {
         return out
     }
 
-    public var isDrained: Bool { lag().values.allSatisfy { $0 == 0 } }
-
-    /// Each stage's input partitions and their high watermarks now.
-    public func ends() -> [String: [TopicPartition: Int64]] {
-        var out: [String: [TopicPartition: Int64]] = [:]
-        for stage in stages {
-            for t in stage.inputs {
-                for p in 0..<Int32(partitions) {
-                    let tp = TopicPartition(t, p)
-                    out[stage.name, default: [:]][tp] = (try? watermarks.watermarks(tp, timeout: .seconds(5)).high) ?? Int64.max
+    /// A check, to call until it is true, that every stage has committed what its inputs
+    /// held once the stages before it were drained (the first stage: at the first call).
+    /// Not "every lag is 0": herald-trigger publishes its clock on herald.candidates every
+    /// 200 ms while idle, so herald-shaper, which commits at its checkpoints, is never at
+    /// exactly the end for long; and herald-trigger applies (and commits) its newest events
+    /// only once the wall clock less `--grace` has passed them, and then has more
+    /// candidates for the shaper.
+    public func drain() -> () -> Bool {
+        var targets: [String: [TopicPartition: Int64]] = [:]
+        return { [self] in
+            for (i, stage) in stages.enumerated() {
+                let target = targets[stage.name] ?? ends(of: stage.inputs)
+                targets[stage.name] = target
+                let committed = (try? readers[i].committed(Array(target.keys), timeout: .seconds(5))) ?? [:]
+                guard target.allSatisfy({ tp, end in (committed[tp] ?? 0) >= end }) else {
+                    // What the later stages must reach depends on what this one still writes.
+                    for later in stages[(i + 1)...] { targets[later.name] = nil }
+                    return false
                 }
+            }
+            return true
+        }
+    }
+
+    private func ends(of topics: [String]) -> [TopicPartition: Int64] {
+        var out: [TopicPartition: Int64] = [:]
+        for t in topics {
+            for p in 0..<Int32(partitions) {
+                let tp = TopicPartition(t, p)
+                out[tp] = (try? watermarks.watermarks(tp, timeout: .seconds(5)).high) ?? Int64.max
             }
         }
         return out
     }
 
+    /// Each stage's input partitions and their high watermarks now.
+    public func ends() -> [String: [TopicPartition: Int64]] {
+        var out: [String: [TopicPartition: Int64]] = [:]
+        for stage in stages { out[stage.name] = ends(of: stage.inputs) }
+        return out
+    }
+
     /// Every stage has committed at least `ends` (from `ends()`): what was in its input
-    /// then is processed. Unlike `isDrained` it holds while herald-trigger keeps publishing
-    /// its clock on herald.candidates.
+    /// then is processed.
     public func reached(_ ends: [String: [TopicPartition: Int64]]) -> Bool {
         stages.enumerated().allSatisfy { i, stage in
             guard let marks = ends[stage.name] else { return false }

@@ -112,7 +112,7 @@ public struct PeakShavingBenchmark {
         try producer.producer.flush(timeout: .seconds(60))
 
         let lag = try StageLag(pipeline: pipeline)
-        guard try pipeline.await(timeout: 600, every: 0.5, { lag.isDrained }) else {
+        guard try pipeline.await(timeout: 600, every: 0.5, lag.drain()) else {
             throw WorkerError.configuration("the pipeline did not drain in 600 s:\n\(pipeline.logs)")
         }
         var peaks: [String: Double] = [:]
