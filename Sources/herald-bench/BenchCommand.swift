@@ -162,8 +162,11 @@ struct ShapeLogicBench: ParsableCommand {
         let r = ShapeLogicBenchmark(rules: ruleSet, candidates: candidates, users: users).run()
         print(String(format: "%d candidates, %d users, %d outcomes", r.candidates, r.users, r.outcomes))
         print(String(format: "shape logic: %.0f candidates/s (target ≥ 500,000)", r.shapeCPS))
+        print(String(format: "per CPU second of the shaping thread: %.0f candidates/s", r.shapeCPUCPS))
+        print("load average: \(LoadAverage.text)")
         for (k, v) in r.byStatus.sorted(by: { $0.key < $1.key }) { print("  \(k): \(v)") }
-        try output.record(["shape_logic_cps": r.shapeCPS.rounded(), "shape_logic_candidates": r.candidates])
+        try output.record(["shape_logic_cps": r.shapeCPS.rounded(), "shape_logic_cpu_cps": r.shapeCPUCPS.rounded(),
+                           "shape_logic_candidates": r.candidates])
     }
 }
 

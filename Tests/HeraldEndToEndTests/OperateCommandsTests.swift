@@ -36,16 +36,16 @@ import Testing
         #expect(load.log.contains("behavior.login_failed"))
 
         // Wait until every stage has caught up, then read the numbers as an operator would.
-        // herald-trigger publishes its clock on herald.candidates every 200 ms while idle
+        // herald-trigger publishes its clock on herald.candidates every second while idle
         // (herald-shaper's deferred messages wake by it), and herald-shaper commits what it
         // read with each checkpoint (every second here): there, caught up is a lag of a few
-        // seconds' clock records (5 a second per partition), not the candidates' backlog.
+        // seconds' clock records (one a second per partition), not the candidates' backlog.
         var lags: [PipelineStats.StageLag] = []
         var config = WorkerConfig(stage: "test")
         config.brokers = pipeline.bootstrapServers
         #expect(try pipeline.await(timeout: 120) {
             lags = (try? PipelineStats.lag(config: config, logger: logger)) ?? []
-            return lags.count == 5 && lags.allSatisfy { $0.lag == 0 || ($0.topic == "herald.candidates" && $0.lag <= 80) }
+            return lags.count == 5 && lags.allSatisfy { $0.lag == 0 || ($0.topic == "herald.candidates" && $0.lag <= 40) }
         }, "\(lags)\n\(pipeline.logs)")
         let conn = try pipeline.connect()
         let written = Int(try conn.execute("SELECT count(*) FROM \"\(pipeline.schema)\".notifications")[0, 0]!)!

@@ -401,7 +401,7 @@ extension ByteReader {
 
 enum Checkpoint {
     /// The first byte of every encoding; a new layout gets a new version.
-    static let version: UInt8 = 1
+    static let version: UInt8 = 2
 
     static func checkVersion(_ r: inout ByteReader) throws(CheckpointDecodingError) {
         let v = try r.byte()

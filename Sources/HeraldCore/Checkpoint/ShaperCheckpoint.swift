@@ -77,10 +77,14 @@ extension Shaper {
         }
         w.count(u.history.count)
         for d in u.history {
-            w.string(d.id)
-            w.string(d.ruleID)
-            w.optionalString(d.dedupeKey)
-            w.strings(d.chain)
+            w.fixed64(d.id)
+            w.fixed64(d.rule)
+            // The chain is only compared for a message with a dedupe key.
+            w.bool(d.dedupeKey != nil)
+            if let key = d.dedupeKey {
+                w.fixed64(key)
+                w.fixed64(d.chain)
+            }
             w.timestamp(d.time, from: base)
             w.bool(d.sent)
         }
@@ -128,10 +132,16 @@ extension Shaper {
             let hash = try r.fixed64()
             u.seen.append((hash, try r.timestamp(from: base)))
         }
-        for _ in 0..<(try r.count(minBytes: 6)) {
-            let id = try r.string(), rule = try r.string(), key = try r.optionalString(), chain = try r.strings()
+        for _ in 0..<(try r.count(minBytes: 19)) {
+            let id = try r.fixed64(), rule = try r.fixed64()
+            var key: UInt64?
+            var chain: UInt64 = 0
+            if try r.bool() {
+                key = try r.fixed64()
+                chain = try r.fixed64()
+            }
             let time = try r.timestamp(from: base), sent = try r.bool()
-            u.history.append(Delivery(id: id, ruleID: rule, dedupeKey: key, chain: chain, time: time, sent: sent))
+            u.history.append(Delivery(id: id, rule: rule, dedupeKey: key, chain: chain, time: time, sent: sent))
         }
         for _ in 0..<(try r.count(minBytes: 4)) {
             let rule = try r.string(), closesAt = try r.timestamp(from: base), timer = try r.uvarint()

@@ -19,6 +19,8 @@ public struct Shaper: Sendable {
 
     private let rulesByID: [String: Rule]
     private let experiments: [String: Experiment]
+    /// What steps 3–7 need of each rule, resolved once: one lookup per candidate.
+    private let plans: [String: RulePlan]
     /// Sent history older than this is never read again.
     private let historyHorizon: TimeSpan
     private let sweepInterval: TimeSpan
@@ -45,6 +47,11 @@ public struct Shaper: Sendable {
         var ex: [String: Experiment] = [:]
         for e in rules.experiments where !e.variants.isEmpty { ex[e.rule] = e }
         experiments = ex
+        var p: [String: RulePlan] = [:]
+        for r in rules.rules {
+            p[r.id] = RulePlan(ruleID: r.id, rule: r, policies: rules.policies, experiment: ex[r.id])
+        }
+        plans = p
         var longest = rules.policies.dedupeWindow ?? TimeSpan(microseconds: 0)
         if let cap = rules.policies.frequencyCap { longest = max(longest, cap.per) }
         for s in rules.policies.shops.values { if let cap = s.frequencyCap { longest = max(longest, cap.per) } }
@@ -73,11 +80,12 @@ public struct Shaper: Sendable {
     public mutating func process(_ c: Candidate, into out: inout [Outcome]) {
         advance(to: c.firedAt, into: &out)
         let key = UserKey(shop: c.shopID, user: c.userID)
-        // Taken out of the table by a swap (no deletion, which shifts the probe run) and
-        // put back when done.
+        // Taken out of the table by a swap at its index (one hash lookup, no copy) and
+        // swapped back when done; nothing below adds or removes users.
+        let slot = slot(for: key)
         var user = ShaperUser()
-        swap(&user, &users[key, default: ShaperUser()])
-        defer { users[key] = user }
+        swap(&user, &users.values[slot])
+        defer { swap(&user, &users.values[slot]) }
         markDirty(&user, key)
         // 1. A candidate id seen before is dropped silently.
         let idHash = StableID.hash64(c.id)
@@ -89,8 +97,9 @@ public struct Shaper: Sendable {
         let now = c.firedAt
         user.prune(historyFrom: now - historyHorizon, seenFrom: now - seenHorizon, foldUpTo: now - .hours(1))
         // A firing that failed in the trigger fails here, whatever the policies say.
+        let plan = plan(for: c.ruleID)
         if c.failure != nil {
-            out.append(send(Message(c), decidedAt: now, user: &user))
+            out.append(send(Message(c), plan: plan, decidedAt: now))
             return
         }
         // 2. Opt-out.
@@ -101,7 +110,7 @@ public struct Shaper: Sendable {
             return
         }
         // 3. Merge.
-        if let merge = rulesByID[c.ruleID]?.merge, merge.window.microseconds > 0 {
+        if let merge = plan.merge {
             if let i = user.windows.firstIndex(where: { $0.ruleID == c.ruleID }) {
                 user.windows[i].members.append(m.candidate)
             } else {
@@ -110,7 +119,18 @@ public struct Shaper: Sendable {
             }
             return
         }
-        deliver(m, at: now, user: &user, into: &out)
+        deliver(m, idHash: idHash, plan: plan, at: now, user: &user, into: &out)
+    }
+
+    /// The index of `key`'s state in `users`, created empty if there is none.
+    private mutating func slot(for key: UserKey) -> Dictionary<UserKey, ShaperUser>.Index {
+        if let i = users.index(forKey: key) { return i }
+        users[key] = ShaperUser()
+        return users.index(forKey: key)!
+    }
+
+    private func plan(for ruleID: String) -> RulePlan {
+        plans[ruleID] ?? RulePlan(ruleID: ruleID, rule: nil, policies: rules.policies, experiment: experiments[ruleID])
     }
 
     /// Applies a `behavior.preference_updated` event (SPEC §2). It counts for candidates
@@ -159,26 +179,30 @@ public struct Shaper: Sendable {
     // MARK: - Steps 4–7
 
     /// Steps 4–7 for a message decided at `now`.
-    private mutating func deliver(_ m: Message, at now: Timestamp, user: inout ShaperUser, into out: inout [Outcome]) {
+    /// `idHash`: the hash of the message's notification id.
+    private mutating func deliver(_ m: Message, idHash: UInt64, plan: RulePlan, at now: Timestamp,
+                                  user: inout ShaperUser, into out: inout [Outcome]) {
         let c = m.candidate
-        // 4. Dedupe.
-        var dedupeKey: String?
-        let window = rulesByID[c.ruleID]?.dedupe?.window ?? rules.policies.dedupeWindow
-        if let window, window.microseconds > 0 {
-            let key: String
-            if let template = rulesByID[c.ruleID]?.dedupe?.key {
+        // 4. Dedupe (keys, rules and chains compared by their 64-bit hashes).
+        var dedupeKey: UInt64?
+        // Only read for a message with a dedupe key.
+        var chain: UInt64 = 0
+        if let window = plan.dedupeWindow {
+            let key: UInt64
+            if let template = plan.dedupeKey {
                 do {
-                    key = try template.render(root(m), timeZone: timeZoneName(c))
+                    key = StableID.hash64(try render(template, m))
                 } catch {
                     out.append(Outcome(candidate: c, status: .failed, reason: error.reason, decidedAt: now))
                     return
                 }
             } else {
-                key = ""
+                key = Shaper.emptyKeyHash
             }
-            let chain = c.triggerEventIDs
+            chain = Delivery.chainHash(c.triggerEventIDs)
+            let rule = plan.ruleHash
             if user.history.contains(where: {
-                $0.ruleID == c.ruleID && $0.dedupeKey == key && $0.time > now - window && $0.time <= now
+                $0.rule == rule && $0.dedupeKey == key && $0.time > now - window && $0.time <= now
                     && $0.chain != chain
             }) {
                 out.append(Outcome(candidate: c, status: .suppressed, reason: "duplicate", decidedAt: now))
@@ -195,19 +219,20 @@ public struct Shaper: Sendable {
             out.append(deferred)
             // The deferred message holds its dedupe key, so a second one during the night
             // is a duplicate rather than a second message in the morning.
-            user.history.append(Delivery(id: c.id, ruleID: c.ruleID, dedupeKey: dedupeKey, chain: c.triggerEventIDs,
+            user.history.append(Delivery(id: idHash, rule: plan.ruleHash, dedupeKey: dedupeKey, chain: chain,
                                          time: now, sent: false))
             user.deferred.append(DeferredMessage(message: m, dueAt: end,
                                                  timer: schedule(end, UserKey(shop: c.shopID, user: c.userID))))
             return
         }
-        decide(m, at: now, dedupeKey: dedupeKey, held: false, user: &user, into: &out)
+        decide(m, idHash: idHash, plan: plan, at: now, dedupeKey: dedupeKey, chain: chain, held: false, user: &user,
+               into: &out)
     }
 
     /// Steps 6–7.
     /// `held`: the message was deferred and holds a history entry (its dedupe key) to release.
-    private mutating func decide(_ m: Message, at now: Timestamp, dedupeKey: String?, held: Bool, user: inout ShaperUser,
-                                 into out: inout [Outcome]) {
+    private mutating func decide(_ m: Message, idHash: UInt64, plan: RulePlan, at now: Timestamp, dedupeKey: UInt64?,
+                                 chain: UInt64, held: Bool, user: inout ShaperUser, into out: inout [Outcome]) {
         let c = m.candidate
         // 6. Frequency cap: messages sent in the rolling window (now − per, now].
         let policies = rules.policies.shops[c.shopID]
@@ -216,23 +241,23 @@ public struct Shaper: Sendable {
             var sent = 0
             for d in user.history where d.sent && d.time > from && d.time <= now { sent += 1 }
             if sent >= cap.max {
-                if held { user.history.removeAll { $0.id == c.id } }
+                if held { user.history.removeAll { $0.id == idHash } }
                 out.append(Outcome(candidate: c, status: .suppressed, reason: "frequency_cap", decidedAt: now))
                 return
             }
         }
         // 7. Render and send.
-        let outcome = send(m, decidedAt: now, user: &user)
-        if held { user.history.removeAll { $0.id == c.id } }
+        let outcome = send(m, plan: plan, decidedAt: now)
+        if held { user.history.removeAll { $0.id == idHash } }
         if outcome.status == .sent {
-            user.history.append(Delivery(id: c.id, ruleID: c.ruleID, dedupeKey: dedupeKey, chain: c.triggerEventIDs,
+            user.history.append(Delivery(id: idHash, rule: plan.ruleHash, dedupeKey: dedupeKey, chain: chain,
                                          time: now, sent: true))
         }
         out.append(outcome)
     }
 
     /// Step 7: variant, render and send; a render error makes the outcome `failed` with its reason.
-    private mutating func send(_ m: Message, decidedAt: Timestamp, user: inout ShaperUser) -> Outcome {
+    private func send(_ m: Message, plan: RulePlan, decidedAt: Timestamp) -> Outcome {
         let c = m.candidate
         var outcome = Outcome(candidate: c, status: .sent, reason: nil, decidedAt: decidedAt)
         if let failure = c.failure {
@@ -241,7 +266,7 @@ public struct Shaper: Sendable {
             return outcome
         }
         var templateName = c.template
-        if m.items == nil, let experiment = experiments[c.ruleID] {
+        if m.items == nil, let experiment = plan.experiment {
             let variant = Shaper.variant(of: experiment, shopID: c.shopID, userID: c.userID)
             outcome.variant = variant.name
             templateName = variant.template
@@ -251,11 +276,9 @@ public struct Shaper: Sendable {
             outcome.reason = RenderError.templateError("unknown template \(templateName)").reason
             return outcome
         }
-        let timeZone = timeZoneName(c)
-        let scope = root(m)
         do {
-            outcome.title = try template.title?.render(scope, timeZone: timeZone)
-            outcome.body = try template.body.render(scope, timeZone: timeZone)
+            outcome.title = try template.title.map { t throws(RenderError) in try render(t, m) }
+            outcome.body = try render(template.body, m)
             outcome.escalated = c.escalate
         } catch {
             outcome.status = .failed
@@ -285,20 +308,41 @@ public struct Shaper: Sendable {
         return experiment.variants[experiment.variants.count - 1]
     }
 
-    private func root(_ m: Message) -> JSONValue {
+    /// Renders `template` for `m` in the user's time zone.
+    private func render(_ template: Template, _ m: Message) throws(RenderError) -> String {
+        try template.render(timeZone: timeZoneName(m.candidate)) { Shaper.lookup($0, in: m) }
+    }
+
+    /// The value at a template path (split at its dots) in the scope templates see:
+    /// `event`, `user`, `rule` (its `id`), `notification` (`id`, `priority`, `channels`) and,
+    /// for a digest, `items`. Only the root a path names is built.
+    static func lookup(_ path: [String], in m: Message) -> JSONValue? {
+        guard let first = path.first else { return nil }
         let c = m.candidate
-        var pairs: [(String, JSONValue)] = [
-            ("event", .object(c.event)),
-            ("user", .object(c.user)),
-            ("rule", .object(JSONObject([("id", .string(c.ruleID))]))),
-            ("notification", .object(JSONObject([
+        var current: JSONValue
+        switch first {
+        case "event": current = .object(c.event)
+        case "user": current = .object(c.user)
+        case "rule": current = .object(JSONObject([("id", .string(c.ruleID))]))
+        case "notification":
+            current = .object(JSONObject([
                 ("id", .string(c.id)), ("priority", .string(c.priority.rawValue)),
                 ("channels", .array(c.channels.map(JSONValue.string))),
-            ]))),
-        ]
-        if let items = m.items { pairs.append(("items", .array(items))) }
-        return .object(JSONObject(pairs))
+            ]))
+        case "items":
+            guard let items = m.items else { return nil }
+            current = .array(items)
+        default: return nil
+        }
+        for part in path.dropFirst() {
+            guard case .object(let object) = current, let next = object[part] else { return nil }
+            current = next
+        }
+        return current
     }
+
+    /// The dedupe key of a rule without a key template (the user).
+    static let emptyKeyHash = StableID.hash64("")
 
     // MARK: - Timers
 
@@ -310,22 +354,33 @@ public struct Shaper: Sendable {
     }
 
     private mutating func fire(_ timer: TimerHeap.Entry, into out: inout [Outcome]) {
-        guard users[timer.user] != nil else { return }
+        guard let slot = users.index(forKey: timer.user) else { return }
         var user = ShaperUser()
-        swap(&user, &users[timer.user, default: ShaperUser()])
-        defer { users[timer.user] = user }
+        swap(&user, &users.values[slot])
+        defer { swap(&user, &users.values[slot]) }
         markDirty(&user, timer.user)
         let now = timer.due
         // Merge windows closing now, oldest first.
         while let i = user.windows.firstIndex(where: { $0.closesAt <= now }) {
             let window = user.windows.remove(at: i)
-            deliver(digest(of: window, at: window.closesAt, into: &out), at: window.closesAt, user: &user, into: &out)
+            let m = digest(of: window, at: window.closesAt, into: &out)
+            deliver(m, idHash: StableID.hash64(m.candidate.id), plan: plan(for: m.candidate.ruleID), at: window.closesAt,
+                    user: &user, into: &out)
         }
-        // Deferred messages waking now go on at step 6 with the same notification id.
-        while let i = user.deferred.firstIndex(where: { $0.dueAt <= now }) {
+        // Deferred messages waking now go on at step 6 with the same notification id, in
+        // the order they were deferred (deciding one defers nothing, so one pass does).
+        var i = 0
+        while i < user.deferred.count {
+            guard user.deferred[i].dueAt <= now else {
+                i += 1
+                continue
+            }
             let d = user.deferred.remove(at: i)
-            let key = user.history.first(where: { $0.id == d.message.candidate.id })?.dedupeKey
-            decide(d.message, at: d.dueAt, dedupeKey: key, held: true, user: &user, into: &out)
+            let idHash = StableID.hash64(d.message.candidate.id)
+            let held = user.history.first(where: { $0.id == idHash })
+            decide(d.message, idHash: idHash, plan: plan(for: d.message.candidate.ruleID), at: d.dueAt,
+                   dedupeKey: held?.dedupeKey, chain: held?.chain ?? 0,
+                   held: true, user: &user, into: &out)
         }
     }
 
@@ -460,15 +515,52 @@ struct DeferredMessage: Sendable {
     var timer: UInt64
 }
 
-/// A message sent (or deferred and holding its dedupe key) for dedupe and caps.
-struct Delivery: Sendable {
-    var id: String
-    var ruleID: String
-    var dedupeKey: String?
-    /// The trigger event ids: firings of one repeat chain share them.
-    var chain: [String]
+/// A message sent (or deferred and holding its dedupe key) for dedupe and caps: plain
+/// values (64-bit hashes), so a user's history is one allocation and copies retain nothing.
+struct Delivery: Sendable, Equatable {
+    /// `StableID.hash64` of the notification id.
+    var id: UInt64
+    /// `StableID.hash64` of the rule id (rules may change across a restore; ids stay).
+    var rule: UInt64
+    /// `StableID.hash64` of the rendered dedupe key ("" when the rule has no key); nil when
+    /// the message was not subject to dedupe.
+    var dedupeKey: UInt64?
+    /// `chainHash` of the trigger event ids: firings of one repeat chain share them.
+    var chain: UInt64
     var time: Timestamp
     var sent: Bool
+
+    /// A hash of a list of ids: each id's bytes followed by 0xFF, a byte UTF-8 never
+    /// contains, so different lists (["a", "b"], ["a\u{1F}b"], [], [""]) hash apart.
+    static func chainHash(_ ids: [String]) -> UInt64 {
+        var h = Hasher128()
+        for id in ids {
+            for b in id.utf8 { h.add(b) }
+            h.add(0xFF)
+        }
+        return h.finish().0
+    }
+}
+
+/// What steps 3–7 need of one rule, resolved when the shaper is made.
+struct RulePlan: Sendable {
+    /// `StableID.hash64` of the rule id, as history records it.
+    var ruleHash: UInt64
+    /// A merge window longer than zero.
+    var merge: Rule.Merge?
+    /// The rule's dedupe window or the default; nil when dedupe is off (none, or `0s`).
+    var dedupeWindow: TimeSpan?
+    var dedupeKey: Template?
+    var experiment: Experiment?
+
+    init(ruleID: String, rule: Rule?, policies: Policies, experiment: Experiment?) {
+        ruleHash = StableID.hash64(ruleID)
+        merge = rule?.merge.flatMap { $0.window.microseconds > 0 ? $0 : nil }
+        let window = rule?.dedupe?.window ?? policies.dedupeWindow
+        dedupeWindow = window.flatMap { $0.microseconds > 0 ? $0 : nil }
+        dedupeKey = rule?.dedupe?.key
+        self.experiment = experiment
+    }
 }
 
 struct ShaperUser: Sendable {

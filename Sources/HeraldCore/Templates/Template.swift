@@ -13,6 +13,15 @@ public struct Template: Sendable, Equatable {
         public var filters: [Filter]
         /// Character offset of the tag in the template source, for error messages.
         public var offset: Int
+        /// `path` split at its dots, once when the template is parsed.
+        public var components: [String]
+
+        init(path: String, filters: [Filter], offset: Int) {
+            self.path = path
+            self.filters = filters
+            self.offset = offset
+            components = path.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
+        }
     }
 
     public enum Filter: Sendable, Equatable {
@@ -236,18 +245,34 @@ extension Template {
     /// Renders against `root`, an object whose members are the template's roots
     /// (`event`, `user`, `rule`, `notification`, `items`). `timeZone` is the user's, for `date`.
     public func render(_ root: JSONValue, timeZone: String) throws(RenderError) -> String {
+        try render(timeZone: timeZone) { components in
+            var current = root
+            for part in components {
+                guard case .object(let object) = current, let next = object[part] else { return nil }
+                current = next
+            }
+            return current
+        }
+    }
+
+    /// Renders with `lookup` giving the value at a tag's path (its `components`), as
+    /// `root[path:]` would: for callers that can resolve paths without building a root.
+    func render(timeZone: String, lookup: ([String]) -> JSONValue?) throws(RenderError) -> String {
+        if parts.count == 1, case .text(let s) = parts[0] { return s }
         var out = ""
+        // One allocation for most messages: values are usually shorter than their tags.
+        out.reserveCapacity(source.utf8.count + 16)
         for part in parts {
             switch part {
             case .text(let s): out += s
-            case .tag(let tag): out += try Template.render(tag, root, timeZone: timeZone)
+            case .tag(let tag): out += try Template.render(tag, lookup(tag.components), timeZone: timeZone)
             }
         }
         return out
     }
 
-    private static func render(_ tag: Tag, _ root: JSONValue, timeZone: String) throws(RenderError) -> String {
-        var value: JSONValue? = root[path: tag.path]
+    private static func render(_ tag: Tag, _ found: JSONValue?, timeZone: String) throws(RenderError) -> String {
+        var value = found
         if value?.isNull == true { value = nil }
         for filter in tag.filters {
             value = try apply(filter, value, path: tag.path, timeZone: timeZone)

@@ -39,10 +39,12 @@ final class TriggerHandler: StageHandler {
     private var triggerOutputs: [TriggerOutput] = []
     /// The clock last published per partition number, and when.
     private var published: [Int32: (time: Timestamp, at: ContinuousClock.Instant)] = [:]
-    /// Between two watermarks published while events flow, and while only the wall clock
-    /// moves them (idle partitions).
+    /// Between two watermarks published while events flow or candidates are published, and
+    /// while only the wall clock moves them (idle partitions: herald-shaper's quiet-hour
+    /// wake-ups and merge windows need no finer clock, and every record is lag on
+    /// herald.candidates until the shaper's next checkpoint commits it).
     static let watermarkInterval: Duration = .milliseconds(20)
-    static let idleWatermarkInterval: Duration = .milliseconds(200)
+    static let idleWatermarkInterval: Duration = .seconds(1)
 
     init(rules: RuleSet, topics: TopicNames, grace: TimeSpan, logger: Logger) {
         self.rules = rules
@@ -110,8 +112,10 @@ final class TriggerHandler: StageHandler {
         engines[partition] = engine
         if order.late > late { HeraldMetrics.lateEvents(order.late - late) }
         if !order.isEmpty { orders[partition] = order }
+        // Candidates just published wait in herald-shaper for a clock that covers them.
+        let emitted = !triggerOutputs.isEmpty
         publish(partition, &out)
-        publishWatermark(partition, clock: engine.clock, idle: idle, &out)
+        publishWatermark(partition, clock: engine.clock, idle: idle && !emitted, &out)
     }
 
     /// Held events stay: if the partition comes back with its state kept, reading resumes
