@@ -18,36 +18,109 @@ public struct CopyRows {
         buffer.reserveCapacity(Self.chunkSize + 4096)
     }
 
+    /// Fields written so far in the row being built with `field`/`arrayField`/`asciiField`.
+    private var fieldsInRow = 0
+
     /// Appends one row; nil values are SQL NULL (`\N`).
     public mutating func append(_ row: [String?]) {
-        guard sink.isOpen, sink.failure == nil else { return }
-        for (index, value) in row.enumerated() {
-            if index > 0 { buffer.append(0x09) }
-            guard let value else {
-                buffer.append(0x5C)  // \N
-                buffer.append(0x4E)
-                continue
-            }
-            for byte in value.utf8 {
-                switch byte {
-                case 0x5C: buffer.append(0x5C); buffer.append(0x5C)  // \\ 
-                case 0x09: buffer.append(0x5C); buffer.append(0x74)  // \t
-                case 0x0A: buffer.append(0x5C); buffer.append(0x6E)  // \n
-                case 0x0D: buffer.append(0x5C); buffer.append(0x72)  // \r
-                case 0x00:
-                    sink.failure = PostgresError(
-                        sqlState: "22021",
-                        message: "COPY row \(count + 1) contains a NUL character, which PostgreSQL text cannot hold"
-                    )
-                    buffer.removeAll()
-                    return
-                default: buffer.append(byte)
-                }
-            }
+        for value in row { field(value) }
+        endRow()
+    }
+
+    /// Whether appending still does anything (not after a failure or outside `copyFrom`).
+    private var isWriting: Bool { sink.isOpen && sink.failure == nil }
+
+    private mutating func separate() {
+        if fieldsInRow > 0 { buffer.append(0x09) }
+        fieldsInRow += 1
+    }
+
+    /// Appends one field of the current row: text, or SQL NULL (`\N`) for nil. A row is
+    /// written field by field and finished with `endRow()`.
+    public mutating func field(_ value: String?) {
+        guard isWriting else { return }
+        separate()
+        guard var value else {
+            buffer.append(0x5C)  // \N
+            buffer.append(0x4E)
+            return
         }
+        let copied: Bool? = value.utf8.withContiguousStorageIfAvailable { bytes in
+            // Most values need no escaping: one copy of their bytes.
+            for b in bytes where b == 0x5C || b < 0x20 { return false }
+            buffer.append(contentsOf: bytes)
+            return true
+        }
+        if copied == true { return }
+        if copied == nil {
+            value.makeContiguousUTF8()
+        }
+        value.utf8.withContiguousStorageIfAvailable { bytes in
+            for b in bytes { appendEscaped(b, arrayQuote: false) }
+        }
+    }
+
+    /// Appends one `text[]` field: the array input literal with every element double-quoted
+    /// (`"` and `\` escaped inside it), as the field's text.
+    public mutating func arrayField(_ values: [String]) {
+        guard isWriting else { return }
+        separate()
+        buffer.append(UInt8(ascii: "{"))
+        for (i, var v) in values.enumerated() {
+            if i > 0 { buffer.append(UInt8(ascii: ",")) }
+            buffer.append(UInt8(ascii: "\""))
+            v.makeContiguousUTF8()
+            v.utf8.withContiguousStorageIfAvailable { bytes in
+                for b in bytes { appendEscaped(b, arrayQuote: true) }
+            }
+            buffer.append(UInt8(ascii: "\""))
+        }
+        buffer.append(UInt8(ascii: "}"))
+    }
+
+    /// Appends one field whose text `write` appends to the buffer: for values the caller
+    /// formats itself, such as numbers and timestamps. The text must need no escaping (no
+    /// backslash, no control character); if it does, the COPY fails instead.
+    public mutating func asciiField(_ write: (inout [UInt8]) -> Void) {
+        guard isWriting else { return }
+        separate()
+        let start = buffer.count
+        write(&buffer)
+        for b in buffer[start...] where b == 0x5C || b < 0x20 {
+            fail(message: "COPY row \(count + 1) has a field that needs escaping where none was expected")
+            return
+        }
+    }
+
+    /// Ends the current row.
+    public mutating func endRow() {
+        guard isWriting else { return }
         buffer.append(0x0A)
+        fieldsInRow = 0
         count += 1
         if buffer.count >= Self.chunkSize { flush() }
+    }
+
+    /// One byte of a field, escaped for COPY text (and, inside an array element, for the array
+    /// literal first).
+    private mutating func appendEscaped(_ byte: UInt8, arrayQuote: Bool) {
+        switch byte {
+        case 0x22 where arrayQuote: buffer.append(0x5C); buffer.append(0x5C); buffer.append(0x22)  // \"
+        case 0x5C where arrayQuote:  // \\ in the literal, each escaped for COPY
+            buffer.append(0x5C); buffer.append(0x5C); buffer.append(0x5C); buffer.append(0x5C)
+        case 0x5C: buffer.append(0x5C); buffer.append(0x5C)  // \\
+        case 0x09: buffer.append(0x5C); buffer.append(0x74)  // \t
+        case 0x0A: buffer.append(0x5C); buffer.append(0x6E)  // \n
+        case 0x0D: buffer.append(0x5C); buffer.append(0x72)  // \r
+        case 0x00: fail(message: "COPY row \(count + 1) contains a NUL character, which PostgreSQL text cannot hold")
+        default: buffer.append(byte)
+        }
+    }
+
+    private mutating func fail(message: String) {
+        guard sink.failure == nil else { return }
+        sink.failure = PostgresError(sqlState: "22021", message: message)
+        buffer.removeAll()
     }
 
     /// Sends what is buffered (called by `copyFrom` at the end).

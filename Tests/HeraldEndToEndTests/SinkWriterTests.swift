@@ -55,6 +55,44 @@ import Testing
         #expect(try row(conn, schema, "n7") == ["sent", nil, "hello", "{in_app,sms}", #"{"a \"quoted\" tag","back\\slash"}"#, "f"])
     }
 
+    /// The COPY text is written field by field: every column must arrive as the value itself,
+    /// compared here with the same values sent as statement parameters (no COPY involved).
+    @Test func everyColumnArrivesExactlyThroughTheCopyText() throws {
+        let (conn, schema) = try migratedSchema()
+        var writer = SinkWriter(schema: schema)
+        try writer.prepare(conn)
+        let hostile = "tab\t nl\n cr\r back\\slash \\N \\. quote\" {brace,comma} 中文 ✓ \u{1F600}"
+        var o = outcome("h1", .deferred, reason: hostile, body: hostile, variant: "\\N", escalated: true)
+        o.title = ""
+        o.mergedInto = "NULL"
+        o.channels = [hostile, "", "NULL"]
+        o.tags = []
+        o.triggerEventIDs = ["\"\\", "a,b"]
+        o.eventTime = Timestamp(microseconds: 1_764_057_540_123_456)
+        o.decidedAt = Timestamp(microseconds: 1_764_057_600_500_000)
+        o.dueAt = Timestamp(microseconds: 1_764_115_200_000_001)
+        var plain = outcome("h2", .sent)
+        plain.eventTime = o.eventTime
+        for batch in [[o, plain], [o]] {
+            try writer.write(outcomes: batch, deadLetters: [], on: conn)
+            let r = try conn.execute("""
+                SELECT count(*) FROM "\(schema)".notifications
+                WHERE id = $1 AND shop_id = $2 AND user_id = $3 AND rule_id = $4 AND variant = $5 AND priority = $6
+                  AND channels = $7::text[] AND status = $8 AND reason = $9 AND merged_into = $10 AND title = $11
+                  AND body = $12 AND escalated AND tags = $13::text[] AND trigger_event_ids = $14::text[]
+                  AND event_time = $15::timestamptz AND due_at = $16::timestamptz AND decided_at = $17::timestamptz
+                  AND rules_version = $18
+                """, [o.notificationID, o.shopID, o.userID, o.ruleID, o.variant, o.priority.rawValue,
+                      PostgresArray.literal(o.channels), o.status.rawValue, o.reason, o.mergedInto, o.title, o.body,
+                      PostgresArray.literal(o.tags), PostgresArray.literal(o.triggerEventIDs), o.eventTime.rfc3339,
+                      o.dueAt!.rfc3339, o.decidedAt.rfc3339, o.rulesVersion])
+            #expect(r[0, 0] == "1")
+        }
+        // The second write (a replay of h1) went through the staged path's COPY.
+        #expect(writer.lastPath == .staged)
+        #expect(try conn.execute("SELECT count(*) FROM \"\(schema)\".notifications")[0, 0] == "2")
+    }
+
     @Test func deferredMovesToFinalAndFinalNeverMovesBack() throws {
         let (conn, schema) = try migratedSchema()
         var writer = SinkWriter(schema: schema)

@@ -171,6 +171,46 @@ import Testing
         }
     }
 
+    /// Rows written field by field: text, `text[]` and caller-formatted fields; a NUL in an
+    /// array element or an ASCII field that needs escaping fails the COPY with nothing stored.
+    @Test func copyFromFieldByField() throws {
+        try withSchema { connection, _ in
+            try connection.execute("CREATE TABLE f (id int, a text, l text[], t timestamptz)")
+            let values = ["plain", "tab\t", "nl\n", "back\\slash", "quote\"", "{a,b}", "", "NULL", "中文"]
+            try connection.copyFrom("COPY f FROM STDIN") { rows in
+                for (i, v) in values.enumerated() {
+                    rows.asciiField { $0 += Array(String(i).utf8) }
+                    rows.field(i == 0 ? nil : v)
+                    rows.arrayField(i == 1 ? [] : values)
+                    rows.asciiField { $0 += Array("2026-11-25T08:00:00.5Z".utf8) }
+                    rows.endRow()
+                }
+            }
+            let literal = "{" + values.map { "\"" + $0.replacingOccurrences(of: "\\", with: "\\\\")
+                .replacingOccurrences(of: "\"", with: "\\\"") + "\"" }.joined(separator: ",") + "}"
+            for (i, v) in values.enumerated() {
+                let r = try connection.execute("""
+                    SELECT a IS NOT DISTINCT FROM $2, l = $3::text[], t = '2026-11-25T08:00:00.5Z' FROM f WHERE id = $1
+                    """, [String(i), i == 0 ? nil : v, i == 1 ? "{}" : literal])
+                #expect(r.rows.first == ["t", "t", "t"], "row \(i)")
+            }
+            let nul = expectPostgresError {
+                try connection.copyFrom("COPY f FROM STDIN") { rows in
+                    rows.append(["100", "ok", "{}", nil])
+                    rows.field("101"); rows.field("x"); rows.arrayField(["a\u{0}b"]); rows.field(nil); rows.endRow()
+                }
+            }
+            #expect(nul?.sqlState == "22021")
+            let unescaped = expectPostgresError {
+                try connection.copyFrom("COPY f FROM STDIN") { rows in
+                    rows.field("102"); rows.field("x"); rows.arrayField([]); rows.asciiField { $0 += [0x09] }; rows.endRow()
+                }
+            }
+            #expect(unescaped?.sqlState == "22021")
+            #expect(try connection.execute("SELECT count(*) FROM f")[0, 0] == String(values.count))
+        }
+    }
+
     @Test func copyFromAbortsOnThrowAndBadData() throws {
         struct Stop: Error {}
         try withSchema { connection, _ in

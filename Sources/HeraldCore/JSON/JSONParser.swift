@@ -17,7 +17,7 @@ public struct JSONParser {
     public static func parse(_ bytes: [UInt8], maxDepth: Int = defaultMaxDepth) throws(JSONParseError) -> JSONValue {
         var result: Result<JSONValue, JSONParseError> = .success(.null)
         bytes.withUnsafeBufferPointer { buffer in
-            var parser = Parser(bytes: buffer, maxDepth: maxDepth)
+            var parser = JSONScanner(bytes: buffer, maxDepth: maxDepth)
             do throws(JSONParseError) {
                 parser.skipWhitespace()
                 let value = try parser.parseValue(depth: 0)
@@ -38,7 +38,9 @@ public struct JSONParser {
     }
 }
 
-private struct Parser {
+/// The parser's state over one buffer (internal so that readers of a known message shape,
+/// such as `Outcome`'s, can parse its members without building a `JSONValue` tree).
+struct JSONScanner {
     let bytes: UnsafeBufferPointer<UInt8>
     let maxDepth: Int
     var index = 0

@@ -88,7 +88,19 @@ public struct Outcome: Sendable, Equatable {
         return w.bytes
     }
 
+    /// Reads an outcome message. Most take `OutcomeReader`'s direct path; anything it does not
+    /// expect — including every invalid message — is decoded by `init(genericJSON:)`, so
+    /// what is accepted and every error are exactly the generic decoder's.
     public init(json bytes: [UInt8]) throws(MessageDecodingError) {
+        if let o = OutcomeReader.read(bytes) {
+            self = o
+        } else {
+            try self.init(genericJSON: bytes)
+        }
+    }
+
+    /// The generic decoder: the message as a `JSONValue` tree, then its members.
+    init(genericJSON bytes: [UInt8]) throws(MessageDecodingError) {
         let r = try ObjectReader(bytes, kind: "outcome")
         guard let status = OutcomeStatus(rawValue: try r.string("status")) else {
             throw MessageDecodingError("status is not one of sent, suppressed, merged, deferred, failed")

@@ -39,6 +39,12 @@ public struct Timestamp: Sendable, Hashable, Comparable, CustomStringConvertible
         self = t
     }
 
+    /// The same, over UTF-8 bytes.
+    init?(rfc3339Bytes bytes: UnsafeBufferPointer<UInt8>) {
+        guard let t = Timestamp.parse(bytes) else { return nil }
+        self = t
+    }
+
     private static func parse(_ b: UnsafeBufferPointer<UInt8>) -> Timestamp? {
         // Minimum: 2006-01-02T15:04:05Z = 20 bytes.
         guard b.count >= 20, b.count <= 40 else { return nil }
@@ -101,19 +107,26 @@ public struct Timestamp: Sendable, Hashable, Comparable, CustomStringConvertible
     /// RFC 3339 in UTC: whole seconds print without a fraction, otherwise milliseconds or
     /// microseconds, whichever is exact.
     public var rfc3339: String {
+        var out = [UInt8]()
+        out.reserveCapacity(27)
+        appendRFC3339(to: &out)
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Appends `rfc3339`'s bytes (ASCII) to `out`, without building a string.
+    public func appendRFC3339(to out: inout [UInt8]) {
         let (secs, micros) = microseconds.floorDivided(by: 1_000_000)
         let (days, secOfDay) = secs.floorDivided(by: 86_400)
         let (y, m, d) = Timestamp.civilFromDays(Int(days))
-        var out = [UInt8]()
-        out.reserveCapacity(27)
         func put(_ v: Int, _ width: Int) {
-            var digits = [UInt8](repeating: 0x30, count: width)
+            var divisor = 1
+            for _ in 1..<width { divisor *= 10 }
             var v = v
-            for k in stride(from: width - 1, through: 0, by: -1) {
-                digits[k] = UInt8(0x30 + v % 10)
-                v /= 10
+            while divisor > 0 {
+                out.append(UInt8(0x30 + (v / divisor) % 10))
+                v %= divisor
+                divisor /= 10
             }
-            out.append(contentsOf: digits)
         }
         put(y, 4); out.append(UInt8(ascii: "-")); put(m, 2); out.append(UInt8(ascii: "-")); put(d, 2)
         out.append(UInt8(ascii: "T"))
@@ -124,7 +137,6 @@ public struct Timestamp: Sendable, Hashable, Comparable, CustomStringConvertible
             if micros % 1000 == 0 { put(Int(micros / 1000), 3) } else { put(Int(micros), 6) }
         }
         out.append(UInt8(ascii: "Z"))
-        return String(decoding: out, as: UTF8.self)
     }
 
     static func daysInMonth(year: Int, month: Int) -> Int {

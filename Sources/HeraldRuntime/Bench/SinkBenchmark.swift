@@ -84,7 +84,7 @@ public struct SinkBenchmark {
         let copyTime = try clock.measure {
             try conn.transaction {
                 _ = try conn.copyFrom("COPY \(s).bench_copy_ceiling (\(SinkWriter.columns)) FROM STDIN") { out in
-                    for o in outcomes { out.append(SinkWriter.row(o)) }
+                    for o in outcomes { SinkWriter.appendRow(o, to: &out) }
                 }
             }
         }

@@ -279,6 +279,15 @@ public struct Migrator: Sendable {
             PRIMARY KEY (group_id, partition, generation_start, chunk)
         );
         """),
+        (5, "one (event_time, shop_id, rule_id) index on notifications instead of two", """
+        -- Cheaper writes for the sink (docs/decisions.md, "One time-first index on
+        -- notifications"): event times arrive nearly in order, so inserts land on the right
+        -- edge of a time-first btree; a shop/rule filter becomes an index condition within the
+        -- time range. Dropping and creating on the partitioned table covers every partition.
+        DROP INDEX IF EXISTS $S.notifications_shop_rule_time;
+        DROP INDEX IF EXISTS $S.notifications_time;
+        CREATE INDEX IF NOT EXISTS notifications_time_shop_rule ON $S.notifications (event_time, shop_id, rule_id);
+        """),
     ]
 
     public static var latestVersion: Int { steps.last!.version }

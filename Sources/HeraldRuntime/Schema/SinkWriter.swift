@@ -48,14 +48,17 @@ struct SinkWriter {
             """)
     }
 
-    /// One `COPY` row in the order of `columns`.
-    static func row(_ o: Outcome) -> [String?] {
-        [
-            o.notificationID, o.shopID, o.userID, o.ruleID, o.variant, o.priority.rawValue,
-            PostgresArray.literal(o.channels), o.status.rawValue, o.reason, o.mergedInto, o.title, o.body,
-            o.escalated ? "t" : "f", PostgresArray.literal(o.tags), PostgresArray.literal(o.triggerEventIDs),
-            o.eventTime.rfc3339, o.dueAt?.rfc3339, o.decidedAt.rfc3339, o.rulesVersion,
-        ]
+    /// One `COPY` row in the order of `columns`, written field by field into `rows` (no
+    /// intermediate strings for the arrays and timestamps).
+    static func appendRow(_ o: Outcome, to rows: inout CopyRows) {
+        rows.field(o.notificationID); rows.field(o.shopID); rows.field(o.userID); rows.field(o.ruleID)
+        rows.field(o.variant); rows.field(o.priority.rawValue); rows.arrayField(o.channels)
+        rows.field(o.status.rawValue); rows.field(o.reason); rows.field(o.mergedInto); rows.field(o.title)
+        rows.field(o.body); rows.field(o.escalated ? "t" : "f"); rows.arrayField(o.tags)
+        rows.arrayField(o.triggerEventIDs); rows.asciiField(o.eventTime.appendRFC3339)
+        if let due = o.dueAt { rows.asciiField(due.appendRFC3339) } else { rows.field(nil) }
+        rows.asciiField(o.decidedAt.appendRFC3339); rows.field(o.rulesVersion)
+        rows.endRow()
     }
 
     /// One outcome per notification id: the last final status if the batch has one (a final
@@ -182,7 +185,7 @@ struct SinkWriter {
         let s = SQLIdentifier.quoted(schema)
         _ = try conn.transaction {
             try conn.copyFrom("COPY \(s).notifications (\(Self.columns)) FROM STDIN") { rows in
-                for o in outcomes { rows.append(Self.row(o)) }
+                for o in outcomes { Self.appendRow(o, to: &rows) }
             }
         }
         try addRollup(RollupDeltas(adding: outcomes), on: conn)
@@ -234,7 +237,7 @@ struct SinkWriter {
     private func writeStaged(_ outcomes: [Outcome], on conn: PostgresConnection) throws -> Int {
         let s = SQLIdentifier.quoted(schema)
         try conn.copyFrom("COPY herald_staged_notifications (\(Self.columns)) FROM STDIN") { rows in
-            for o in outcomes { rows.append(Self.row(o)) }
+            for o in outcomes { Self.appendRow(o, to: &rows) }
         }
         let inserted = Int(try conn.execute("""
             WITH ins AS (
