@@ -30,9 +30,6 @@ public struct Replay: Sendable {
         shaper = Shaper(rules: rules)
     }
 
-    /// The input index of a topic in `EventOrder` (orders first at equal times).
-    public static func input(_ topic: LogicalTopic) -> Int { topic == .orders ? 0 : 1 }
-
     /// One line of the input: `{"topic": "orders" | "behavior", "value": {…event…}}`.
     public static func parseLine(_ line: [UInt8]) -> Result<Event, EventRejection> {
         let value: JSONValue
@@ -51,7 +48,7 @@ public struct Replay: Sendable {
     /// Takes the next event of the file and applies every event both topics have
     /// progressed past, in event-time order (`EventOrder`), as herald-trigger does.
     public mutating func process(_ event: Event) -> [Record] {
-        let input = Self.input(event.topic)
+        let input = EventOrder.input(event.topic)
         newest[input] = max(newest[input] ?? event.occurredAt, event.occurredAt)
         order.add(event, input: input)
         var watermark: Timestamp?

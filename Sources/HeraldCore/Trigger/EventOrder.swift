@@ -39,6 +39,9 @@ public struct EventOrder: Sendable {
     /// Events let out by `limit` before the inputs had progressed to them.
     public private(set) var forced = 0
 
+    /// The input index of a topic: `orders` first at equal times.
+    public static func input(_ topic: LogicalTopic) -> Int { topic == .orders ? 0 : 1 }
+
     public init(limit: Int = 100_000) {
         self.limit = max(0, limit)
     }

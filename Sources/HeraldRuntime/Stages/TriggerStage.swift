@@ -69,9 +69,8 @@ final class TriggerHandler: StageHandler {
         case .success(let event):
             clocks.delivered(tp, at: event.occurredAt)
             clocks.setCaughtUp(tp, positions.isCaughtUp(tp))
-            let input = message.topic == topics.orders ? 0 : 1
             orders[message.partition, default: EventOrder(limit: Self.heldLimit)]
-                .add(event, input: input, offset: message.offset)
+                .add(event, input: EventOrder.input(logical), offset: message.offset)
             apply(message.partition, wallClock: .now, idle: false, &out)
         }
     }
@@ -133,7 +132,7 @@ final class TriggerHandler: StageHandler {
         // again are repeated ids, which the engine ignores).
         var resume: [String: Int64] = [:]
         for (input, offset) in orders[partition]?.oldestOffsets() ?? [:] {
-            resume[input == 0 ? topics.orders : topics.behavior] = offset
+            resume[input == EventOrder.input(.orders) ? topics.orders : topics.behavior] = offset
         }
         return PartitionChanges(meta: engine.encodeMeta(), users: users, seen: seen, seenGenerations: engine.seenGenerations,
                                 resumeAt: resume)
