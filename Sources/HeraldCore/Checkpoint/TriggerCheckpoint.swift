@@ -7,18 +7,11 @@ extension TriggerEngine {
     /// clears the dirty set. The first call on an engine not made by `restore` returns every
     /// user (tracking starts there, so engines never checkpointed pay nothing for it).
     public mutating func takeDirtyStates() -> [UserStateRecord] {
-        guard tracksDirty else {
-            tracksDirty = true
+        guard dirty.tracking else {
+            dirty.start(slots: users.count)
             return allStates()
         }
-        var out: [UserStateRecord] = []
-        out.reserveCapacity(dirtySlots.count)
-        for slot in dirtySlots where states[Int(slot)].dirty {
-            states[Int(slot)].dirty = false
-            out.append(record(slot))
-        }
-        dirtySlots = []
-        return out
+        return dirty.take().map(record)
     }
 
     /// Every user's state, encoded (for tests/benchmarks and a first full checkpoint).
@@ -28,7 +21,8 @@ extension TriggerEngine {
 
     private func record(_ slot: UInt32) -> UserStateRecord {
         UserStateRecord(shopID: users.shop(slot), userID: users.user(slot),
-                        state: Self.encode(states[Int(slot)], pending: idle.merged(states[Int(slot)].pending, slot: slot)))
+                        state: Self.encode(states[Int(slot)], counts: counts.counts(of: slot),
+                                           pending: idle.merged(states[Int(slot)].pending, slot: slot)))
     }
 
     /// Event-id hashes recorded since the last call, grouped by generation; clears them. The
@@ -96,30 +90,35 @@ extension TriggerEngine {
                             patternCount: engine.plan.countedPatterns.count)
 
         engine.clock = clock
-        engine.tracksDirty = true
+        engine.dirty.start(slots: 0)
         engine.seenEvents.tracksNew = true
         engine.users.reserve(users.count)
         engine.states.reserveCapacity(users.count)
         engine.idle.reserve(users.count)
+        engine.counts.reserve(users.count)
         var entries: [TimerHeapOf<UInt32>.Entry] = []
         var maxTimer = sequence
         for record in users {
             guard let bytes = record.state else { continue }
-            var state = try decode(bytes, layout)
+            let decoded = try decode(bytes, layout)
+            var state = decoded.0
+            let counts = decoded.1
             let (slot, inserted) = engine.users.insert(shop: record.shopID, user: record.userID)
             if inserted {
                 engine.idle.addSlot()
+                engine.counts.addSlot()
+                engine.dirty.addSlot()
                 engine.states.append(state)
             } else {
                 engine.idle.clear(slot: slot)
             }
-            for p in state.pending {
-                entries.append(.init(due: p.due, sequence: p.timer, user: slot))
-                maxTimer = max(maxTimer, p.timer)
-            }
-            // Idle firings that fit their rule's column go there (docs: `IdleColumns`).
+            for p in state.pending { maxTimer = max(maxTimer, p.timer) }
+            // Idle firings that fit their rule's column go there, their timers in its
+            // buckets (docs: `IdleColumns`); the rest have heap entries.
             state.pending.removeAll { engine.idle.store($0, slot: slot) }
+            for p in state.pending { entries.append(.init(due: p.due, sequence: p.timer, user: slot)) }
             engine.states[Int(slot)] = state
+            engine.counts.set(slot, counts)
         }
         // Timers of a user listed twice (the later record wins) are left to be skipped.
         entries.sort(by: TimerHeapOf<UInt32>.less)
@@ -169,14 +168,16 @@ extension TriggerEngine {
     // MARK: Per-user encoding
 
     /// `pending`: every pending firing of the user, in timer order (its list and its idle columns').
-    static func encode(_ u: UserState, pending: [UserState.Pending]) -> [UInt8] {
+    /// `counts`: the user's counts (written as none while all are 0, as before the first counted event).
+    static func encode(_ u: UserState, counts: ArraySlice<Int32> = [], pending: [UserState.Pending]) -> [UInt8] {
         var w = ByteWriter(capacity: 48)
         w.byte(Checkpoint.version)
         let base = u.firstSeen
         w.timestamp(base)
         w.timestamp(u.lastSeen, from: base)
-        w.count(u.counts.count)
-        for c in u.counts { w.varint(Int64(c)) }
+        let anyCount = counts.contains { $0 != 0 }
+        w.count(anyCount ? counts.count : 0)
+        if anyCount { for c in counts { w.varint(Int64(c)) } }
         w.count(pending.count)
         for p in pending {
             w.uvarint(p.timer)
@@ -227,11 +228,13 @@ extension TriggerEngine {
         return w.bytes
     }
 
-    static func decode(_ bytes: [UInt8], _ layout: Layout) throws(CheckpointDecodingError) -> UserState {
+    /// The state and its counts (empty: all 0).
+    static func decode(_ bytes: [UInt8], _ layout: Layout) throws(CheckpointDecodingError) -> (UserState, [Int32]) {
         var r = ByteReader(bytes)
         try Checkpoint.checkVersion(&r)
         let base = try r.timestamp()
         var u = UserState(at: base)
+        var userCounts: [Int32] = []
         u.lastSeen = try r.timestamp(from: base)
         let nCounts = try r.count()
         if nCounts > 0 {
@@ -241,7 +244,7 @@ extension TriggerEngine {
                 let c = Int32(truncatingIfNeeded: try r.varint())
                 if let j = layout.patternMap[i] { counts[j] = c }
             }
-            u.counts = counts
+            userCounts = counts
         }
         let nPending = try r.count(minBytes: 8)
         u.pending.reserveCapacity(nPending)
@@ -288,7 +291,7 @@ extension TriggerEngine {
             if bit == 8 { u.lateGoalEvents = list } else { u.ahead = list }
         }
         try r.finish()
-        return u
+        return (u, userCounts)
     }
 }
 

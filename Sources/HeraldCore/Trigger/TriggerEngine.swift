@@ -33,16 +33,13 @@ public struct TriggerEngine: Sendable {
     var users = UserSlots()
     /// By slot.
     var states: [UserState] = []
+    var counts: CountColumn
     var idle: IdleColumns
     var timers = TimerQueue()
     var dispatch = DispatchCache()
     var seenEvents: SeenEvents
-    /// Users changed since the last checkpoint (`takeDirtyStates`), each once: a user's
-    /// `dirty` flag says whether it is listed.
-    var dirtySlots: [UInt32] = []
-    /// Off until the first checkpoint (which takes every user) or a restore, so an engine
-    /// that is never checkpointed (replay, benchmarks) keeps no list.
-    var tracksDirty = false
+    /// Users changed since the last checkpoint (`takeDirtyStates`).
+    var dirty = DirtySlots()
     /// The newest time the engine was advanced to.
     public internal(set) var clock: Timestamp?
 
@@ -56,15 +53,18 @@ public struct TriggerEngine: Sendable {
         self.eventHorizon = eventHorizon
         self.plan = TriggerPlan(rules)
         self.idle = IdleColumns(plan, enabled: idleColumns)
+        self.counts = CountColumn(patterns: plan.countedPatterns.count)
         self.seenEvents = SeenEvents(horizon: eventHorizon)
     }
 
     /// Users with state.
     public var userCount: Int { users.count }
     /// Timers waiting (some may belong to cancelled or moved firings and will be skipped).
-    public var timerCount: Int { timers.heap.count }
+    public var timerCount: Int { timers.heap.count + idle.buckets.count }
     /// When the next timer is due.
-    public var nextDue: Timestamp? { timers.heap.first?.due }
+    public var nextDue: Timestamp? {
+        [timers.heap.first?.due, idle.nextDue].compactMap { $0 }.min()
+    }
 
     public mutating func process(_ event: Event) -> [TriggerOutput] {
         var out: [TriggerOutput] = []
@@ -87,10 +87,12 @@ public struct TriggerEngine: Sendable {
         if inserted {
             states.append(UserState(at: event.occurredAt))
             idle.addSlot()
+            counts.addSlot()
+            dirty.addSlot()
         }
-        let logic = RuleLogic(plan: plan, clock: clock, tracksDirty: tracksDirty)
-        logic.apply(event, eventPlan, slot: slot, user: &states[Int(slot)], idle: &idle, timers: &timers, out: &out,
-                    dirty: &dirtySlots)
+        let logic = RuleLogic(plan: plan, clock: clock)
+        logic.apply(event, eventPlan, slot: slot, user: &states[Int(slot)], counts: &counts, idle: &idle, timers: &timers,
+                    out: &out, dirty: &dirty)
     }
 
     /// Fires every timer due at or before `time`, in due order.
@@ -102,13 +104,14 @@ public struct TriggerEngine: Sendable {
 
     public mutating func advance(to time: Timestamp, into out: inout [TriggerOutput]) {
         if clock.map({ $0 < time }) ?? true { clock = time }
+        idle.release(upTo: time, into: &timers)
         guard let first = timers.heap.first, first.due <= time else { return }
-        let logic = RuleLogic(plan: plan, clock: clock, tracksDirty: tracksDirty)
+        let logic = RuleLogic(plan: plan, clock: clock)
         while let next = timers.heap.first, next.due <= time {
             _ = timers.heap.pop()
             guard Int(next.user) < states.count else { continue }
             logic.fire(timer: next, users: users, user: &states[Int(next.user)], idle: &idle,
-                       timers: &timers, out: &out, dirty: &dirtySlots)
+                       timers: &timers, out: &out, dirty: &dirty)
         }
     }
 }
@@ -221,6 +224,65 @@ struct HashSet64: Sendable {
     }
 }
 
+/// The `user.count` counts of every slot, `patterns` a slot side by side (4 bytes a user
+/// for the one pattern of the SPEC §3 rules, instead of an array in each state).
+struct CountColumn: Sendable {
+    let patterns: Int
+    private(set) var values: [Int32] = []
+
+    init(patterns: Int) {
+        self.patterns = patterns
+    }
+
+    mutating func addSlot() {
+        for _ in 0..<patterns { values.append(0) }
+    }
+
+    mutating func reserve(_ n: Int) { values.reserveCapacity(n * patterns) }
+
+    func counts(of slot: UInt32) -> ArraySlice<Int32> {
+        values[Int(slot) * patterns..<(Int(slot) + 1) * patterns]
+    }
+
+    mutating func increment(_ slot: UInt32, _ i: Int) { values[Int(slot) * patterns + i] &+= 1 }
+
+    mutating func set(_ slot: UInt32, _ counts: [Int32]) {
+        for (i, c) in counts.prefix(patterns).enumerated() { values[Int(slot) * patterns + i] = c }
+    }
+}
+
+/// Users changed since the last checkpoint, each listed once. Off until the first checkpoint
+/// (which takes every user) or a restore, so an engine that is never checkpointed (replay,
+/// benchmarks) keeps neither the list nor the flags.
+struct DirtySlots: Sendable {
+    private(set) var tracking = false
+    /// Per slot while tracking: whether it is listed.
+    private var flags: [Bool] = []
+    private var list: [UInt32] = []
+
+    mutating func start(slots: Int) {
+        tracking = true
+        flags = [Bool](repeating: false, count: slots)
+        list = []
+    }
+
+    mutating func addSlot() { if tracking { flags.append(false) } }
+
+    mutating func mark(_ slot: UInt32) {
+        guard tracking, !flags[Int(slot)] else { return }
+        flags[Int(slot)] = true
+        list.append(slot)
+    }
+
+    /// The listed slots, in the order they changed; clears the list.
+    mutating func take() -> [UInt32] {
+        let out = list
+        for s in out { flags[Int(s)] = false }
+        list = []
+        return out
+    }
+}
+
 /// Timers of all users, with the sequence that orders equal due times.
 struct TimerQueue: Sendable {
     var heap = TimerHeapOf<UInt32>()
@@ -310,6 +372,8 @@ struct IdleColumns: Sendable {
     let periodOf: [TimeSpan]
     /// [column][slot]
     var columns: [[IdleTimer]]
+    /// The columns' timers by due hour: a 4-byte slot each instead of a heap entry.
+    var buckets = IdleBuckets()
 
     struct IdleTimer: Sendable {
         /// 0: none (timer sequences start at 1).
@@ -349,13 +413,51 @@ struct IdleColumns: Sendable {
         for c in columns.indices { columns[c][Int(slot)] = IdleTimer() }
     }
 
-    /// Keeps `p` in its rule's column when it fits there; false when it must be kept as a
-    /// pending firing.
+    /// Keeps `p` in its rule's column, its timer in a bucket, when it fits there; false when
+    /// it must be kept as a pending firing (with a heap entry).
     mutating func store(_ p: UserState.Pending, slot: UInt32) -> Bool {
         guard let c = columnOf[p.rule], p.timer != 0, p.ordinal == 0, p.repeatsLeft == 0, p.event.isEmpty,
               p.due == p.triggerTime + periodOf[c], columns[c][Int(slot)].timer == 0 else { return false }
         columns[c][Int(slot)] = IdleTimer(timer: p.timer, triggerTime: p.triggerTime, triggerEventID: p.triggerEventID)
+        buckets.add(column: c, slot: slot, due: p.due)
         return true
+    }
+
+    /// The due time of the column's firing of `slot`, if it has one.
+    func due(_ c: Int, slot: UInt32) -> Timestamp? {
+        let e = columns[c][Int(slot)]
+        return e.timer == 0 ? nil : e.triggerTime + periodOf[c]
+    }
+
+    /// Turns the timers of every bucket starting at or before `time` into heap entries —
+    /// each with its firing's sequence and current due time, so the heap pops them exactly
+    /// where it would have had they been there all along; a timer that moved on to a later
+    /// bucket goes to that bucket instead.
+    mutating func release(upTo time: Timestamp, into timers: inout TimerQueue) {
+        while let start = buckets.firstStart, start <= time {
+            guard let (c, index, slots) = buckets.takeFirst() else { break }
+            for slot in slots {
+                guard Int(slot) < columns[c].count, let due = due(c, slot: slot) else { continue }
+                if IdleBuckets.index(due) <= index {
+                    timers.heap.push(.init(due: due, sequence: columns[c][Int(slot)].timer, user: slot))
+                } else {
+                    buckets.add(column: c, slot: slot, due: due)
+                }
+            }
+        }
+    }
+
+    /// When the earliest column timer is due.
+    var nextDue: Timestamp? {
+        var best: Timestamp?
+        for (start, c, slots) in buckets.inOrder {
+            if let b = best, b <= start { break }
+            for slot in slots {
+                guard Int(slot) < columns[c].count, let due = due(c, slot: slot) else { continue }
+                if best.map({ due < $0 }) ?? true { best = due }
+            }
+        }
+        return best
     }
 
     /// The column holding the firing of timer `sequence`, if one does.
@@ -384,31 +486,72 @@ struct IdleColumns: Sendable {
     }
 }
 
+/// Slots with a column timer, by the hour their timer is due (it may have moved later since:
+/// it is looked up when its bucket comes due). Each live column timer is in exactly one
+/// bucket or in the timer heap.
+struct IdleBuckets: Sendable {
+    static let width: Int64 = 3_600_000_000
+
+    struct Key: Hashable, Sendable {
+        var index: Int64
+        var column: Int
+    }
+
+    private var lists: [Key: [UInt32]] = [:]
+    /// Buckets in order: due = the bucket's start, sequence = its column.
+    private var order = TimerHeapOf<UInt32>()
+    /// Slots listed.
+    private(set) var count = 0
+
+    static func index(_ t: Timestamp) -> Int64 {
+        let q = t.microseconds / width
+        return t.microseconds % width < 0 ? q - 1 : q
+    }
+
+    mutating func add(column: Int, slot: UInt32, due: Timestamp) {
+        let key = Key(index: Self.index(due), column: column)
+        if lists[key] == nil {
+            order.push(.init(due: Timestamp(microseconds: key.index * Self.width), sequence: UInt64(column), user: 0))
+        }
+        lists[key, default: []].append(slot)
+        count += 1
+    }
+
+    var firstStart: Timestamp? { order.first?.due }
+
+    mutating func takeFirst() -> (column: Int, index: Int64, slots: [UInt32])? {
+        guard let e = order.pop() else { return nil }
+        let key = Key(index: Self.index(e.due), column: Int(e.sequence))
+        let slots = lists.removeValue(forKey: key) ?? []
+        count -= slots.count
+        return (key.column, key.index, slots)
+    }
+
+    /// Every bucket by start time.
+    var inOrder: [(start: Timestamp, column: Int, slots: [UInt32])] {
+        lists.sorted { ($0.key.index, $0.key.column) < ($1.key.index, $1.key.column) }
+            .map { (Timestamp(microseconds: $0.key.index * Self.width), $0.key.column, $0.value) }
+    }
+}
+
 /// The per-user work, on one user's state; separate from the engine so the state is
 /// mutated in place in the slot arrays.
 struct RuleLogic {
     let plan: TriggerPlan
     let clock: Timestamp?
-    let tracksDirty: Bool
 
-    func apply(_ event: Event, _ ep: EventPlan, slot: UInt32, user: inout UserState, idle: inout IdleColumns,
-               timers: inout TimerQueue, out: inout [TriggerOutput], dirty: inout [UInt32]) {
+    func apply(_ event: Event, _ ep: EventPlan, slot: UInt32, user: inout UserState, counts: inout CountColumn,
+               idle: inout IdleColumns, timers: inout TimerQueue, out: inout [TriggerOutput], dirty: inout DirtySlots) {
         let t = event.occurredAt
         let key = UserKey(shop: event.shopID, user: event.userID)
-        if tracksDirty, !user.dirty {
-            user.dirty = true
-            dirty.append(slot)
-        }
+        dirty.mark(slot)
 
         // Facts.
         if t < user.firstSeen { user.firstSeen = t }
         if t > user.lastSeen { user.lastSeen = t }
-        if !ep.counted.isEmpty {
-            if user.counts.count < plan.countedPatterns.count {
-                user.counts.append(contentsOf: repeatElement(0, count: plan.countedPatterns.count - user.counts.count))
-            }
-            for i in ep.counted { user.counts[i] &+= 1 }
-        }
+        for i in ep.counted { counts.increment(slot, i) }
+        // (Read only from here on: a slice of the column kept while it is written would copy it.)
+        let userCounts = counts.counts(of: slot)
         if event.topic == .behavior, event.type == "profile_updated", case .object(let profile)? = event.body["profile"] {
             var merged = user.profile ?? JSONObject()
             for (k, v) in profile.members where plan.profileFields.contains(k) { merged[k] = v }
@@ -459,7 +602,7 @@ struct RuleLogic {
             if let shops = plan.rules[index].shops, !shops.contains(key.shop) { continue }
             if let condition = plan.rules[index].condition {
                 do {
-                    guard try condition.isTrue(in: EventContext(event: event.body, user: user, plan: plan)) else { continue }
+                    guard try condition.isTrue(in: EventContext(event: event.body, user: user, counts: userCounts, plan: plan)) else { continue }
                 } catch {
                     out.append(.candidate(candidate(index, key, trigger(event, index), user: user, firedAt: t, ordinal: 0,
                                                     failure: "expression_error:" + error.message)))
@@ -472,7 +615,7 @@ struct RuleLogic {
             case .wait(let d):
                 schedule(index, slot, event, user: &user, idle: &idle, due: t + d, ordinal: 0, timers: &timers)
             case .at(let expressions):
-                let context = EventContext(event: event.body, user: user, plan: plan)
+                let context = EventContext(event: event.body, user: user, counts: userCounts, plan: plan)
                 for (i, e) in expressions.enumerated() {
                     do throws(EvaluationError) {
                         guard let due = try Expression.timestamp(e.evaluate(in: context)) else {
@@ -536,7 +679,7 @@ struct RuleLogic {
 
     /// A timer popped from the queue: fire its firing if it is still pending and due.
     func fire(timer: TimerHeapOf<UInt32>.Entry, users: UserSlots, user: inout UserState, idle: inout IdleColumns,
-              timers: inout TimerQueue, out: inout [TriggerOutput], dirty: inout [UInt32]) {
+              timers: inout TimerQueue, out: inout [TriggerOutput], dirty: inout DirtySlots) {
         let slot = timer.user
         let p: UserState.Pending
         if let c = idle.column(holding: timer.sequence, slot: slot) {
@@ -558,10 +701,7 @@ struct RuleLogic {
             }
             p = user.pending.remove(at: i)
         }
-        if tracksDirty, !user.dirty {
-            user.dirty = true
-            dirty.append(slot)
-        }
+        dirty.mark(slot)
         let key = users.key(slot)
         emit(p.rule, key, Candidate.TriggerRef(eventID: p.triggerEventID, time: p.triggerTime, body: p.event.object),
              user: &user, firedAt: p.due, ordinal: p.ordinal, out: &out)
@@ -614,7 +754,8 @@ struct RuleLogic {
         // Already cancelled by an event processed before its trigger (a faster input).
         if user.hasAhead, user.ahead.contains(where: { cancels($0, p) }) { return }
         p.timer = timers.next()
-        if !idle.store(p, slot: slot) { user.pending.append(p) }
+        if idle.store(p, slot: slot) { return }
+        user.pending.append(p)
         timers.heap.push(.init(due: p.due, sequence: p.timer, user: slot))
     }
 

@@ -3,13 +3,11 @@
 struct UserState: Sendable {
     var firstSeen: Timestamp
     var lastSeen: Timestamp
-    /// In `TriggerPlan.countedPatterns` order; empty until a counted event arrives.
-    var counts: [Int32] = []
+    // (The `user.count` counts are a column of the engine, `CountColumn`; whether the
+    // state changed since the last checkpoint is `DirtySlots`': 32 bytes a user here.)
     var pending: [Pending] = []
     /// Zero or one element: an array is the cheapest copy-on-write box.
     private var rare: [Rare] = []
-    /// Changed since the last checkpoint (listed in the engine's `dirtyKeys`).
-    var dirty = false
 
     init(at time: Timestamp) {
         firstSeen = time
@@ -115,6 +113,8 @@ struct SeenRef: Sendable {
 struct EventContext: EvaluationContext {
     let event: JSONObject
     let user: UserState
+    /// The user's counts (`CountColumn.counts(of:)`).
+    let counts: ArraySlice<Int32>
     let plan: TriggerPlan
 
     func value(at path: String) -> Value {
@@ -131,8 +131,8 @@ struct EventContext: EvaluationContext {
     }
 
     func count(_ pattern: EventPattern) -> Int {
-        guard let i = plan.countIndex(pattern), i < user.counts.count else { return 0 }
-        return Int(user.counts[i])
+        guard let i = plan.countIndex(pattern), i < counts.count else { return 0 }
+        return Int(counts[counts.startIndex + i])
     }
 }
 
