@@ -1,28 +1,31 @@
 /// The users of one trigger engine, interned to dense 32-bit slots: one hash of the
 /// (shop, user) key finds the slot, and everything kept per user lives in arrays indexed by
 /// it. Shops are interned too (a handful per partition), so a slot's key costs a user-id
-/// string and a 4-byte shop index. Users are never removed.
+/// string and a 1-byte shop index (4 bytes once a partition has seen more than 256 shops).
+/// Users are never removed.
 struct UserSlots: Sendable {
-    /// A slot's key: the user id and its shop's index, side by side (one cache line to compare).
-    struct Key: Sendable {
-        var user: String
-        var shop: UInt32
-    }
-
     private(set) var shops: [String] = []
     private var shopIndex: [String: UInt32] = [:]
-    /// Per slot.
-    private(set) var keys: [Key] = []
+    /// Per slot: the user id, and its shop's index.
+    private var users: [String] = []
+    private var narrowShops: [UInt8] = []
+    /// Instead of `narrowShops` from the 257th shop on.
+    private var wideShops: [UInt32] = []
+    private var wide = false
     /// Open addressing, linear probing: (tag << 32) | (slot + 1), 0 empty, where the tag is
     /// the upper 32 bits of the key's hash and also says where probing starts — so growing
     /// the table moves entries without hashing any key again.
     private var table: [UInt64] = []
 
-    var count: Int { keys.count }
+    var count: Int { users.count }
 
     func key(_ slot: UInt32) -> UserKey { UserKey(shop: shop(slot), user: user(slot)) }
-    func shop(_ slot: UInt32) -> String { shops[Int(keys[Int(slot)].shop)] }
-    func user(_ slot: UInt32) -> String { keys[Int(slot)].user }
+    func shop(_ slot: UInt32) -> String { shops[shopIndex(of: slot)] }
+    func user(_ slot: UInt32) -> String { users[Int(slot)] }
+
+    private func shopIndex(of slot: UInt32) -> Int {
+        wide ? Int(wideShops[Int(slot)]) : Int(narrowShops[Int(slot)])
+    }
 
     /// Where the key is, or the empty place where it would go.
     private func probe(shop: String, user: String, tag: UInt64) -> (index: Int, slot: UInt32?) {
@@ -33,8 +36,7 @@ struct UserSlots: Sendable {
             if e == 0 { return (i, nil) }
             if e >> 32 == tag {
                 let slot = UInt32(truncatingIfNeeded: e) - 1
-                let k = keys[Int(slot)]
-                if k.user == user, shops[Int(k.shop)] == shop { return (i, slot) }
+                if users[Int(slot)] == user, shops[shopIndex(of: slot)] == shop { return (i, slot) }
             }
             i = (i + 1) & mask
         }
@@ -60,8 +62,14 @@ struct UserSlots: Sendable {
             s = UInt32(shops.count)
             shops.append(shop)
             shopIndex[shop] = s
+            if !wide, s > UInt8.max {
+                wide = true
+                wideShops = narrowShops.map(UInt32.init)
+                narrowShops = []
+            }
         }
-        keys.append(Key(user: user, shop: s))
+        users.append(user)
+        if wide { wideShops.append(s) } else { narrowShops.append(UInt8(s)) }
         return (slot, true)
     }
 
@@ -70,7 +78,8 @@ struct UserSlots: Sendable {
         var size = max(64, table.count)
         while n * 10 > size * 7 { size *= 2 }
         if size > table.count { grow(to: size) }
-        keys.reserveCapacity(n)
+        users.reserveCapacity(n)
+        if wide { wideShops.reserveCapacity(n) } else { narrowShops.reserveCapacity(n) }
     }
 
     private mutating func grow(to size: Int) {
