@@ -29,6 +29,24 @@ import Testing
         #expect(slots.find(shop: "s1", user: "u1x") == nil)
     }
 
+    /// A slot's shop index is one byte until a 257th shop arrives, then four.
+    @Test func userSlotsKeepTheirShopsPast256Shops() {
+        var slots = UserSlots()
+        var keys: [UserKey] = []
+        for i in 0..<600 {
+            let key = UserKey(shop: "shop-\(i % 300)", user: "u\(i)")
+            let r = slots.insert(shop: key.shop, user: key.user)
+            #expect(r.slot == UInt32(i) && r.inserted)
+            keys.append(key)
+        }
+        #expect(slots.shops.count == 300)
+        for (i, key) in keys.enumerated() {
+            #expect(slots.key(UInt32(i)) == key)
+            #expect(slots.find(shop: key.shop, user: key.user) == UInt32(i))
+        }
+        #expect(slots.find(shop: "shop-299", user: "u0") == nil)
+    }
+
     @Test func stableHashSeparatesItsParts() {
         #expect(StableHash64.of("ab", "c") != StableHash64.of("a", "bc"))
         #expect(StableHash64.of("u1", "e1") != StableHash64.of("u1e", "1"))
