@@ -63,7 +63,8 @@ public struct TriggerEngine: Sendable {
     public var timerCount: Int { timers.heap.count + idle.buckets.count }
     /// When the next timer is due.
     public var nextDue: Timestamp? {
-        [timers.heap.first?.due, idle.nextDue].compactMap { $0 }.min()
+        let heapFirst = timers.heap.first?.due
+        return idle.nextDue(before: heapFirst) ?? heapFirst
     }
 
     public mutating func process(_ event: Event) -> [TriggerOutput] {
@@ -447,17 +448,20 @@ struct IdleColumns: Sendable {
         }
     }
 
-    /// When the earliest column timer is due.
-    var nextDue: Timestamp? {
+    /// When the earliest column timer is due, if before `bound` (or at all, without one).
+    func nextDue(before bound: Timestamp?) -> Timestamp? {
+        // Usually the heap's first timer comes before every bucket: no sorting then.
+        guard let first = buckets.firstStart, bound.map({ first < $0 }) ?? true else { return nil }
         var best: Timestamp?
         for (start, c, slots) in buckets.inOrder {
+            if let b = bound, b <= start { break }
             if let b = best, b <= start { break }
             for slot in slots {
                 guard Int(slot) < columns[c].count, let due = due(c, slot: slot) else { continue }
                 if best.map({ due < $0 }) ?? true { best = due }
             }
         }
-        return best
+        return best.flatMap { b in bound.map { b < $0 } ?? true ? b : nil }
     }
 
     /// The column holding the firing of timer `sequence`, if one does.
