@@ -97,7 +97,7 @@ import Testing
             let now = Timestamp.now
             let value = Array(#"{"event_id":"r\#(sequence)","type":"\#(type)","shop_id":"s1","user_id":"\#(user)","occurred_at":"\#(now.rfc3339)","sku":"A"}"#.utf8)
             try producer.send(topic: topic.rawValue, key: user, value: value)
-            lines += Array(#"{"topic":"\#(topic.rawValue)","value":"#.utf8) + value + Array("}\n".utf8)
+            lines += Replay.line(topic: topic, value: value)
             if type == "cart_add" { lastDue = now + .seconds(45) }
         }
         func carts(_ phase: String) throws {

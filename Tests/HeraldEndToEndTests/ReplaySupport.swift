@@ -10,7 +10,7 @@ enum ReplayRows {
     static func expected(_ messages: [ShopTraffic.Message], pipeline: LocalPipeline, until: Timestamp) throws -> PipelineRows {
         var lines: [UInt8] = []
         for m in messages {
-            lines += Array(#"{"topic":"\#(m.topic.rawValue)","value":"#.utf8) + m.value + Array("}\n".utf8)
+            lines += Replay.line(topic: m.topic, value: m.value)
         }
         let eventsFile = (pipeline.workDirectory as NSString).appendingPathComponent("events.jsonl")
         try Data(lines).write(to: URL(fileURLWithPath: eventsFile))

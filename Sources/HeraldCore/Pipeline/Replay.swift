@@ -30,6 +30,11 @@ public struct Replay: Sendable {
         shaper = Shaper(rules: rules)
     }
 
+    /// One line of the input for an event as it was sent to Kafka, newline included.
+    public static func line(topic: LogicalTopic, value: [UInt8]) -> [UInt8] {
+        Array(#"{"topic":"\#(topic.rawValue)","value":"#.utf8) + value + Array("}\n".utf8)
+    }
+
     /// One line of the input: `{"topic": "orders" | "behavior", "value": {…event…}}`.
     public static func parseLine(_ line: [UInt8]) -> Result<Event, EventRejection> {
         let value: JSONValue

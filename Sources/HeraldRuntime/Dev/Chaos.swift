@@ -370,7 +370,7 @@ public struct Chaos {
         let trafficStart = Date()
         func send(_ m: ShopTraffic.Message) throws {
             try producer.send(topic: m.topic == .orders ? topics.orders : topics.behavior, key: Array(m.key.utf8), value: m.value)
-            lines += Array(#"{"topic":"\#(m.topic.rawValue)","value":"#.utf8) + m.value + Array("}\n".utf8)
+            lines += Replay.line(topic: m.topic, value: m.value)
             sent += 1
             guard case .success(let e) = EventDecoder.decode(m.value, topic: m.topic) else { return }
             lastEvent = max(lastEvent, e.occurredAt)
