@@ -135,12 +135,10 @@ import Testing
         let conn = try pipeline.connect()
         let lag = try StageLag(pipeline: pipeline)
         var got = PipelineRows()
-        var ends: [String: [TopicPartition: Int64]]?
+        let drained = lag.drain()
         let done = try pipeline.await(timeout: 240, every: 1) {
             guard Timestamp.now - .seconds(5) > cutoff else { return false }
-            let marks = ends ?? lag.ends()
-            ends = marks
-            guard lag.reached(marks) else { return false }
+            guard drained() else { return false }
             got = try PipelineRows.read(conn, schema: pipeline.schema)
             return got == expected
         }

@@ -140,23 +140,6 @@ public final class StageLag {
         }
         return out
     }
-
-    /// Each stage's input partitions and their high watermarks now.
-    public func ends() -> [String: [TopicPartition: Int64]] {
-        var out: [String: [TopicPartition: Int64]] = [:]
-        for stage in stages { out[stage.name] = ends(of: stage.inputs) }
-        return out
-    }
-
-    /// Every stage has committed at least `ends` (from `ends()`): what was in its input
-    /// then is processed.
-    public func reached(_ ends: [String: [TopicPartition: Int64]]) -> Bool {
-        stages.enumerated().allSatisfy { i, stage in
-            guard let marks = ends[stage.name] else { return false }
-            let committed = (try? readers[i].committed(Array(marks.keys), timeout: .seconds(5))) ?? [:]
-            return marks.allSatisfy { tp, end in (committed[tp] ?? 0) >= end }
-        }
-    }
 }
 
 /// Produces events at a fixed rate: every millisecond it sends what is due, each event

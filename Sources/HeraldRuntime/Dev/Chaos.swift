@@ -429,17 +429,15 @@ public struct Chaos {
         // The sink records an open against a notification it has written.
         expected.engagements = Set(opens.filter { expected.notifications[$0.id] != nil }.map { "\($0.id) \($0.kind) \($0.eventID)" })
 
-        // Drain: the live clocks (wall clock less the grace) past the cutoff, every stage's
-        // committed offsets at the end its input had then, and the rows as replay has them.
+        // Drain: the live clocks (wall clock less the grace) past the cutoff, every stage
+        // drained (`StageLag.drain`), and the rows as replay has them.
         let drainStart = Date()
         let grace = TimeSpan.seconds(5)
         var got = PipelineRows()
-        var ends: [String: [TopicPartition: Int64]]?
+        let drained = lag.drain()
         let settled = try pipeline.await(timeout: 300, every: 1) {
             guard Timestamp.now - grace > cutoff else { return false }
-            let marks = ends ?? lag.ends()
-            ends = marks
-            guard lag.reached(marks) else { return false }
+            guard drained() else { return false }
             got = try PipelineRows.read(conn, schema: pipeline.schema)
             return got == expected
         }
