@@ -29,10 +29,13 @@ final class TriggerHandler: StageHandler {
     let topics: TopicNames
     let grace: TimeSpan
     let logger: Logger
-    private var engines: [Int32: TriggerEngine] = [:]
-    /// Per partition number: events read but not yet applied, waiting for the other input
-    /// to progress to their time (`EventOrder`).
-    private var orders: [Int32: EventOrder] = [:]
+    /// A partition number's engine, and the events read but not yet applied, waiting for
+    /// the other input to progress to their time (`EventOrder`).
+    private struct Partition {
+        var engine: TriggerEngine
+        var order = EventOrder(limit: TriggerHandler.heldLimit)
+    }
+    private var partitions: [Int32: Partition] = [:]
     /// Events held per partition number at most while one input lags behind the other.
     static let heldLimit = 100_000
     private var clocks: PartitionClocks
@@ -69,9 +72,10 @@ final class TriggerHandler: StageHandler {
         case .success(let event):
             clocks.delivered(tp, at: event.occurredAt)
             clocks.setCaughtUp(tp, positions.isCaughtUp(tp))
-            orders[message.partition, default: EventOrder(limit: Self.heldLimit)]
-                .add(event, input: EventOrder.input(logical), offset: message.offset)
-            apply(message.partition, wallClock: .now, idle: false, &out)
+            var state = take(message.partition)
+            state.order.add(event, input: EventOrder.input(logical), offset: message.offset)
+            apply(&state, message.partition, wallClock: .now, idle: false, &out)
+            partitions[message.partition] = state
         }
     }
 
@@ -83,38 +87,40 @@ final class TriggerHandler: StageHandler {
         }
         // Every assigned partition, with events or not: herald-shaper waits for its clock.
         let assigned = Set(assignment.map(\.partition))
-        for partition in assigned.union(engines.keys).sorted() {
-            apply(partition, wallClock: now, idle: true, &out)
+        for partition in assigned.union(partitions.keys).sorted() {
+            var state = take(partition)
+            apply(&state, partition, wallClock: now, idle: true, &out)
+            partitions[partition] = state
         }
     }
 
     /// Applies the partition's held events that every input has progressed past, in
     /// event-time order, then fires the timers due by the watermark.
-    private func apply(_ partition: Int32, wallClock: Timestamp, idle: Bool, _ out: inout [OutputRecord]) {
+    private func apply(_ state: inout Partition, _ partition: Int32, wallClock: Timestamp, idle: Bool,
+                       _ out: inout [OutputRecord]) {
         let watermark = clocks.watermark(partition, wallClock: wallClock)
-        var order = orders.removeValue(forKey: partition) ?? EventOrder(limit: Self.heldLimit)
-        guard watermark != nil || order.count > order.limit else {
-            if !order.isEmpty { orders[partition] = order }
-            return
-        }
-        var engine = engines.removeValue(forKey: partition) ?? TriggerEngine(rules: rules)
+        guard watermark != nil || state.order.count > state.order.limit else { return }
         triggerOutputs.removeAll(keepingCapacity: true)
-        let late = order.late
-        while let next = order.next(upTo: watermark) {
+        let late = state.order.late
+        while let next = state.order.next(upTo: watermark) {
             // Timers due by the event fire first — unless `heldLimit` let it out ahead of
             // the watermark: then the inputs have not progressed that far.
             let t = next.event.occurredAt
-            if let watermark, t <= watermark { engine.advance(to: t, into: &triggerOutputs) }
-            engine.process(next.event, into: &triggerOutputs)
+            if let watermark, t <= watermark { state.engine.advance(to: t, into: &triggerOutputs) }
+            state.engine.process(next.event, into: &triggerOutputs)
         }
-        if let watermark { engine.advance(to: watermark, into: &triggerOutputs) }
-        engines[partition] = engine
-        if order.late > late { HeraldMetrics.lateEvents(order.late - late) }
-        if !order.isEmpty { orders[partition] = order }
+        if let watermark { state.engine.advance(to: watermark, into: &triggerOutputs) }
+        if state.order.late > late { HeraldMetrics.lateEvents(state.order.late - late) }
         // Candidates just published wait in herald-shaper for a clock that covers them.
         let emitted = !triggerOutputs.isEmpty
         publish(partition, &out)
-        publishWatermark(partition, clock: engine.clock, idle: idle && !emitted, &out)
+        publishWatermark(partition, clock: state.engine.clock, idle: idle && !emitted, &out)
+    }
+
+    /// The partition's state, taken out of the table (put it back when done) so that it is
+    /// changed in place.
+    private func take(_ partition: Int32) -> Partition {
+        partitions.removeValue(forKey: partition) ?? Partition(engine: TriggerEngine(rules: rules))
     }
 
     /// Held events stay: if the partition comes back with its state kept, reading resumes
@@ -124,34 +130,30 @@ final class TriggerHandler: StageHandler {
     }
 
     func changes(_ partition: Int32) -> PartitionChanges {
-        var engine = engines.removeValue(forKey: partition) ?? TriggerEngine(rules: rules)
-        defer { engines[partition] = engine }
-        let users = engine.takeDirtyStates()
-        let seen = engine.takeNewSeenEvents()
+        var state = take(partition)
+        defer { partitions[partition] = state }
+        let users = state.engine.takeDirtyStates()
+        let seen = state.engine.takeNewSeenEvents()
         // Events held unapplied are read again after a restart (applied ones that come
         // again are repeated ids, which the engine ignores).
         var resume: [String: Int64] = [:]
-        for (input, offset) in orders[partition]?.oldestOffsets() ?? [:] {
+        for (input, offset) in state.order.oldestOffsets() {
             resume[input == EventOrder.input(.orders) ? topics.orders : topics.behavior] = offset
         }
-        return PartitionChanges(meta: engine.encodeMeta(), users: users, seen: seen, seenGenerations: engine.seenGenerations,
-                                resumeAt: resume)
+        return PartitionChanges(meta: state.engine.encodeMeta(), users: users, seen: seen,
+                                seenGenerations: state.engine.seenGenerations, resumeAt: resume)
     }
 
     func restore(_ checkpoint: StoredCheckpoint) throws {
         published[checkpoint.partition] = nil
-        orders[checkpoint.partition] = nil
-        guard let meta = checkpoint.meta else {
-            engines[checkpoint.partition] = nil
-            return
-        }
-        engines[checkpoint.partition] = try TriggerEngine.restore(rules: rules, meta: meta, users: checkpoint.users,
-                                                                  seen: checkpoint.seen)
+        partitions[checkpoint.partition] = nil
+        guard let meta = checkpoint.meta else { return }
+        partitions[checkpoint.partition] = Partition(engine: try TriggerEngine.restore(
+            rules: rules, meta: meta, users: checkpoint.users, seen: checkpoint.seen))
     }
 
     func drop(_ partition: Int32) {
-        engines[partition] = nil
-        orders[partition] = nil
+        partitions[partition] = nil
         published[partition] = nil
     }
 
