@@ -96,7 +96,7 @@ import Testing
             engine.process(view("b", t0 + .days(31)), into: &out)   // after a's due time; the clock has not moved
             if useColumns {
                 #expect(engine.idle.columns[0][0].triggerEventID == "a")
-                #expect(engine.states[0].pending.map(\.triggerEventID) == ["b"])
+                #expect(engine.pool.list(from: engine.states[0].pendingHead).map(\.triggerEventID) == ["b"])
             }
             engine.process(view("c", t0 + .days(10)), into: &out)   // late: moves a's timer
             if useColumns { #expect(engine.idle.columns[0][0].triggerEventID == "c") }
@@ -120,7 +120,7 @@ import Testing
         let bytes = TriggerEngine.encode(UserState(at: t0), pending: [firing])
         var engine = try TriggerEngine.restore(rules: rules, meta: TriggerEngine(rules: rules).encodeMeta(),
                                                users: [UserStateRecord(shopID: "s1", userID: "u1", state: bytes)], seen: [])
-        #expect(engine.idle.columns[0][0].timer == 0 && engine.states[0].pending.count == 1)
+        #expect(engine.idle.columns[0][0].timer == 0 && engine.pool.list(from: engine.states[0].pendingHead).count == 1)
         let fired = engine.advance(to: t0 + .days(31)).compactMap(\.candidate)
         #expect(fired.map(\.ruleID) == ["win-back"])
     }

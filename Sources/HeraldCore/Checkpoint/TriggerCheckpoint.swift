@@ -22,7 +22,7 @@ extension TriggerEngine {
     private func record(_ slot: UInt32) -> UserStateRecord {
         UserStateRecord(shopID: users.shop(slot), userID: users.user(slot),
                         state: Self.encode(states[Int(slot)], counts: counts.counts(of: slot),
-                                           pending: idle.merged(states[Int(slot)].pending, slot: slot)))
+                                           pending: idle.merged(pool.list(from: states[Int(slot)].pendingHead), slot: slot)))
     }
 
     /// Event-id hashes recorded since the last call, grouped by generation; clears them. The
@@ -101,8 +101,9 @@ extension TriggerEngine {
         for record in users {
             guard let bytes = record.state else { continue }
             let decoded = try decode(bytes, layout)
-            var state = decoded.0
-            let counts = decoded.1
+            var state = decoded.state
+            let counts = decoded.counts
+            var pending = decoded.pending
             let (slot, inserted) = engine.users.insert(shop: record.shopID, user: record.userID)
             if inserted {
                 engine.idle.addSlot()
@@ -111,12 +112,16 @@ extension TriggerEngine {
                 engine.states.append(state)
             } else {
                 engine.idle.clear(slot: slot)
+                engine.pool.removeAll(from: &engine.states[Int(slot)].pendingHead) { _ in true }
             }
-            for p in state.pending { maxTimer = max(maxTimer, p.timer) }
+            for p in pending { maxTimer = max(maxTimer, p.timer) }
             // Idle firings that fit their rule's column go there, their timers in its
             // buckets (docs: `IdleColumns`); the rest have heap entries.
-            state.pending.removeAll { engine.idle.store($0, slot: slot) }
-            for p in state.pending { entries.append(.init(due: p.due, sequence: p.timer, user: slot)) }
+            pending.removeAll { engine.idle.store($0, slot: slot) }
+            for p in pending {
+                entries.append(.init(due: p.due, sequence: p.timer, user: slot))
+                engine.pool.append(p, to: &state.pendingHead)
+            }
             engine.states[Int(slot)] = state
             engine.counts.set(slot, counts)
         }
@@ -228,8 +233,9 @@ extension TriggerEngine {
         return w.bytes
     }
 
-    /// The state and its counts (empty: all 0).
-    static func decode(_ bytes: [UInt8], _ layout: Layout) throws(CheckpointDecodingError) -> (UserState, [Int32]) {
+    /// The state, its counts (empty: all 0) and its pending firings.
+    static func decode(_ bytes: [UInt8], _ layout: Layout) throws(CheckpointDecodingError)
+        -> (state: UserState, counts: [Int32], pending: [UserState.Pending]) {
         var r = ByteReader(bytes)
         try Checkpoint.checkVersion(&r)
         let base = try r.timestamp()
@@ -247,14 +253,15 @@ extension TriggerEngine {
             userCounts = counts
         }
         let nPending = try r.count(minBytes: 8)
-        u.pending.reserveCapacity(nPending)
+        var pending: [UserState.Pending] = []
+        pending.reserveCapacity(nPending)
         for _ in 0..<nPending {
             let timer = try r.uvarint()
             let rule = try r.index(below: layout.ruleMap.count)
             let ordinal = try r.int(), due = try r.timestamp(from: base), triggerTime = try r.timestamp(from: base)
             let id = try r.string(), repeatsLeft = try r.int(), event = try r.object()
             guard let newRule = layout.ruleMap[rule] else { continue }
-            u.pending.append(.init(timer: timer, rule: newRule, ordinal: ordinal, due: due, triggerTime: triggerTime,
+            pending.append(.init(timer: timer, rule: newRule, ordinal: ordinal, due: due, triggerTime: triggerTime,
                                    triggerEventID: id, repeatsLeft: repeatsLeft, event: PackedObject(event)))
         }
         let flags = try r.byte()
@@ -291,7 +298,7 @@ extension TriggerEngine {
             if bit == 8 { u.lateGoalEvents = list } else { u.ahead = list }
         }
         try r.finish()
-        return (u, userCounts)
+        return (u, userCounts, pending)
     }
 }
 

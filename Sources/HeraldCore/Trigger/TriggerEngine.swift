@@ -33,6 +33,8 @@ public struct TriggerEngine: Sendable {
     var users = UserSlots()
     /// By slot.
     var states: [UserState] = []
+    /// Every user's pending firings (lists from `UserState.pendingHead`).
+    var pool = PendingPool()
     var counts: CountColumn
     var idle: IdleColumns
     var timers = TimerQueue()
@@ -93,7 +95,7 @@ public struct TriggerEngine: Sendable {
         }
         let logic = RuleLogic(plan: plan, clock: clock)
         logic.apply(event, eventPlan, slot: slot, user: &states[Int(slot)], counts: &counts, idle: &idle, timers: &timers,
-                    out: &out, dirty: &dirty)
+                    pool: &pool, out: &out, dirty: &dirty)
     }
 
     /// Fires every timer due at or before `time`, in due order.
@@ -112,7 +114,7 @@ public struct TriggerEngine: Sendable {
             _ = timers.heap.pop()
             guard Int(next.user) < states.count else { continue }
             logic.fire(timer: next, users: users, user: &states[Int(next.user)], idle: &idle,
-                       timers: &timers, out: &out, dirty: &dirty)
+                       timers: &timers, pool: &pool, out: &out, dirty: &dirty)
         }
     }
 }
@@ -545,7 +547,8 @@ struct RuleLogic {
     let clock: Timestamp?
 
     func apply(_ event: Event, _ ep: EventPlan, slot: UInt32, user: inout UserState, counts: inout CountColumn,
-               idle: inout IdleColumns, timers: inout TimerQueue, out: inout [TriggerOutput], dirty: inout DirtySlots) {
+               idle: inout IdleColumns, timers: inout TimerQueue, pool: inout PendingPool, out: inout [TriggerOutput],
+               dirty: inout DirtySlots) {
         let t = event.occurredAt
         let key = UserKey(shop: event.shopID, user: event.userID)
         dirty.mark(slot)
@@ -581,11 +584,11 @@ struct RuleLogic {
             let ref = SeenRef(eventID: event.eventID, time: t, topic: event.topic, type: event.type, fields: event.body)
             // Cancellations: after the trigger, before the fire time, matching fields equal.
             // (Idle timers move with their rule's events below.)
-            if !user.pending.isEmpty { user.pending.removeAll { cancels(ref, $0, idle: false) } }
+            if user.pendingHead != 0 { pool.removeAll(from: &user.pendingHead) { cancels(ref, $0, idle: false) } }
 
             // A goal event after the due time of a firing that has not fired yet (its
             // partition's clock lags behind this event) is kept for when it fires.
-            if !ep.goalOf.isEmpty, user.pending.contains(where: { $0.due < t && ep.goalOf.contains($0.rule) }) {
+            if !ep.goalOf.isEmpty, pool.contains(from: user.pendingHead, where: { $0.due < t && ep.goalOf.contains($0.rule) }) {
                 user.lateGoalEvents.append(ref.trimmed(to: []))
             }
         }
@@ -615,9 +618,9 @@ struct RuleLogic {
             }
             switch plan.rules[index].timing {
             case .immediate:
-                fire(index, key, slot, trigger(event, index), user: &user, idle: &idle, firedAt: t, ordinal: 0, timers: &timers, out: &out)
+                fire(index, key, slot, trigger(event, index), user: &user, idle: &idle, firedAt: t, ordinal: 0, timers: &timers, pool: &pool, out: &out)
             case .wait(let d):
-                schedule(index, slot, event, user: &user, idle: &idle, due: t + d, ordinal: 0, timers: &timers)
+                schedule(index, slot, event, user: &user, idle: &idle, due: t + d, ordinal: 0, timers: &timers, pool: &pool)
             case .at(let expressions):
                 let context = EventContext(event: event.body, user: user, counts: userCounts, plan: plan)
                 for (i, e) in expressions.enumerated() {
@@ -626,7 +629,7 @@ struct RuleLogic {
                             throw EvaluationError("at[\(i)] has no timestamp value for this event")
                         }
                         if due < t { continue }  // already past at the triggering event
-                        schedule(index, slot, event, user: &user, idle: &idle, due: due, ordinal: i * 1000, timers: &timers)
+                        schedule(index, slot, event, user: &user, idle: &idle, due: due, ordinal: i * 1000, timers: &timers, pool: &pool)
                     } catch {
                         out.append(.candidate(candidate(index, key, trigger(event, index), user: user, firedAt: t,
                                                         ordinal: i * 1000, failure: "expression_error:" + error.message)))
@@ -642,19 +645,17 @@ struct RuleLogic {
                 if !fires { windows.append(w) }
                 user.windows = windows  // one write: the rare box is made or dropped once
                 if fires {
-                    fire(index, key, slot, trigger(event, index), user: &user, idle: &idle, firedAt: t, ordinal: 0, timers: &timers, out: &out)
+                    fire(index, key, slot, trigger(event, index), user: &user, idle: &idle, firedAt: t, ordinal: 0, timers: &timers, pool: &pool, out: &out)
                 }
             case .idle(let d):
                 // The first pending firing of the rule whose quiet period this event falls in
                 // (smallest timer: the column's or the list's).
-                // (Indices, not elements: a closure over elements copies each firing.)
-                let listed = user.pending.indices.first { i in
-                    user.pending[i].rule == index && user.pending[i].triggerTime < t && t < user.pending[i].due
-                }
+                let first = pool.first(from: user.pendingHead) { $0.rule == index && $0.triggerTime < t && t < $0.due }
+                let listed: UInt32? = first == 0 ? nil : first
                 var inColumn: Int?
                 if let c = idle.columnOf[index] {
                     let e = idle.columns[c][Int(slot)]
-                    if e.timer != 0, e.triggerTime < t, t < e.triggerTime + d, listed.map({ e.timer < user.pending[$0].timer }) ?? true {
+                    if e.timer != 0, e.triggerTime < t, t < e.triggerTime + d, listed.map({ e.timer < pool[$0].timer }) ?? true {
                         inColumn = c
                     }
                 }
@@ -663,19 +664,19 @@ struct RuleLogic {
                     idle.columns[c][Int(slot)].triggerTime = t
                     idle.columns[c][Int(slot)].triggerEventID = event.eventID
                 } else if let i = listed {
-                    user.pending[i].triggerTime = t
-                    user.pending[i].due = t + d
-                    user.pending[i].triggerEventID = event.eventID
-                    user.pending[i].event = PackedObject(plan.trimmed(event.body, rule: index))
-                } else if !user.pending.indices.contains(where: { i in
-                              user.pending[i].rule == index && user.pending[i].triggerTime >= t && user.pending[i].triggerTime < t + d
+                    pool[i].triggerTime = t
+                    pool[i].due = t + d
+                    pool[i].triggerEventID = event.eventID
+                    pool[i].event = PackedObject(plan.trimmed(event.body, rule: index))
+                } else if !pool.contains(from: user.pendingHead, where: {
+                              $0.rule == index && $0.triggerTime >= t && $0.triggerTime < t + d
                           }),
                           !(idle.columnOf[index].map { c in
                               let e = idle.columns[c][Int(slot)]
                               return e.timer != 0 && e.triggerTime >= t && e.triggerTime < t + d
                           } ?? false) {
                     // Not covered by a newer event's period (events can arrive late from a slower input).
-                    schedule(index, slot, event, user: &user, idle: &idle, due: t + d, ordinal: 0, timers: &timers)
+                    schedule(index, slot, event, user: &user, idle: &idle, due: t + d, ordinal: 0, timers: &timers, pool: &pool)
                 }
             }
         }
@@ -683,7 +684,7 @@ struct RuleLogic {
 
     /// A timer popped from the queue: fire its firing if it is still pending and due.
     func fire(timer: TimerHeapOf<UInt32>.Entry, users: UserSlots, user: inout UserState, idle: inout IdleColumns,
-              timers: inout TimerQueue, out: inout [TriggerOutput], dirty: inout DirtySlots) {
+              timers: inout TimerQueue, pool: inout PendingPool, out: inout [TriggerOutput], dirty: inout DirtySlots) {
         let slot = timer.user
         let p: UserState.Pending
         if let c = idle.column(holding: timer.sequence, slot: slot) {
@@ -698,23 +699,24 @@ struct RuleLogic {
             p = taken
             idle.columns[c][Int(slot)] = IdleColumns.IdleTimer()
         } else {
-            guard let i = user.pending.firstIndex(where: { $0.timer == timer.sequence }) else { return }
-            if user.pending[i].due > timer.due {
-                timers.heap.push(.init(due: user.pending[i].due, sequence: timer.sequence, user: slot))
+            let i = pool.first(from: user.pendingHead) { $0.timer == timer.sequence }
+            guard i != 0 else { return }
+            if pool[i].due > timer.due {
+                timers.heap.push(.init(due: pool[i].due, sequence: timer.sequence, user: slot))
                 return
             }
-            p = user.pending.remove(at: i)
+            p = pool.remove(i, from: &user.pendingHead)
         }
         dirty.mark(slot)
         let key = users.key(slot)
         emit(p.rule, key, Candidate.TriggerRef(eventID: p.triggerEventID, time: p.triggerTime, body: p.event.object),
-             user: &user, firedAt: p.due, ordinal: p.ordinal, out: &out)
+             user: &user, pool: pool, firedAt: p.due, ordinal: p.ordinal, out: &out)
         if p.repeatsLeft > 0, let r = plan.rules[p.rule].repeatEvery {
             var again = p
             again.ordinal += 1
             again.due = p.due + r.every
             again.repeatsLeft -= 1
-            push(&again, slot, user: &user, idle: &idle, timers: &timers)
+            push(&again, slot, user: &user, idle: &idle, timers: &timers, pool: &pool)
         }
     }
 
@@ -746,37 +748,38 @@ struct RuleLogic {
     }
 
     func schedule(_ rule: Int, _ slot: UInt32, _ event: Event, user: inout UserState, idle: inout IdleColumns,
-                  due: Timestamp, ordinal: Int, timers: inout TimerQueue) {
+                  due: Timestamp, ordinal: Int, timers: inout TimerQueue, pool: inout PendingPool) {
         var p = UserState.Pending(timer: 0, rule: rule, ordinal: ordinal, due: due, triggerTime: event.occurredAt,
                                   triggerEventID: event.eventID, repeatsLeft: plan.rules[rule].repeatEvery?.times ?? 0,
                                   event: PackedObject(plan.trimmed(event.body, rule: rule)))
-        push(&p, slot, user: &user, idle: &idle, timers: &timers)
+        push(&p, slot, user: &user, idle: &idle, timers: &timers, pool: &pool)
     }
 
     func push(_ p: inout UserState.Pending, _ slot: UInt32, user: inout UserState, idle: inout IdleColumns,
-              timers: inout TimerQueue) {
+              timers: inout TimerQueue, pool: inout PendingPool) {
         // Already cancelled by an event processed before its trigger (a faster input).
         if user.hasAhead, user.ahead.contains(where: { cancels($0, p) }) { return }
         p.timer = timers.next()
         if idle.store(p, slot: slot) { return }
-        user.pending.append(p)
+        pool.append(p, to: &user.pendingHead)
         timers.heap.push(.init(due: p.due, sequence: p.timer, user: slot))
     }
 
     /// An immediate firing, with its repeat chain scheduled.
     func fire(_ rule: Int, _ key: UserKey, _ slot: UInt32, _ trigger: Candidate.TriggerRef, user: inout UserState,
-              idle: inout IdleColumns, firedAt: Timestamp, ordinal: Int, timers: inout TimerQueue, out: inout [TriggerOutput]) {
-        emit(rule, key, trigger, user: &user, firedAt: firedAt, ordinal: ordinal, out: &out)
+              idle: inout IdleColumns, firedAt: Timestamp, ordinal: Int, timers: inout TimerQueue, pool: inout PendingPool,
+              out: inout [TriggerOutput]) {
+        emit(rule, key, trigger, user: &user, pool: pool, firedAt: firedAt, ordinal: ordinal, out: &out)
         if let r = plan.rules[rule].repeatEvery {
             var p = UserState.Pending(timer: 0, rule: rule, ordinal: ordinal + 1, due: firedAt + r.every,
                                       triggerTime: trigger.time, triggerEventID: trigger.eventID,
                                       repeatsLeft: r.times - 1, event: PackedObject(trigger.body))
-            push(&p, slot, user: &user, idle: &idle, timers: &timers)
+            push(&p, slot, user: &user, idle: &idle, timers: &timers, pool: &pool)
         }
     }
 
-    func emit(_ rule: Int, _ key: UserKey, _ trigger: Candidate.TriggerRef, user: inout UserState, firedAt: Timestamp,
-              ordinal: Int, out: inout [TriggerOutput]) {
+    func emit(_ rule: Int, _ key: UserKey, _ trigger: Candidate.TriggerRef, user: inout UserState, pool: PendingPool,
+              firedAt: Timestamp, ordinal: Int, out: inout [TriggerOutput]) {
         let c = candidate(rule, key, trigger, user: user, firedAt: firedAt, ordinal: ordinal, failure: nil)
         out.append(.candidate(c))
         if let goal = plan.rules[rule].goal {
@@ -792,7 +795,7 @@ struct RuleLogic {
                 user.goals.append(.init(rule: rule, notificationID: c.id, from: firedAt, until: until))
             }
         }
-        if !user.lateGoalEvents.isEmpty, !user.pending.contains(where: { plan.rules[$0.rule].goal != nil }) {
+        if !user.lateGoalEvents.isEmpty, !pool.contains(from: user.pendingHead, where: { plan.rules[$0.rule].goal != nil }) {
             user.lateGoalEvents.removeAll()
         }
     }

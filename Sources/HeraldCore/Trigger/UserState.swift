@@ -4,10 +4,12 @@ struct UserState: Sendable {
     var firstSeen: Timestamp
     var lastSeen: Timestamp
     // (The `user.count` counts are a column of the engine, `CountColumn`; whether the
-    // state changed since the last checkpoint is `DirtySlots`': 32 bytes a user here.)
-    var pending: [Pending] = []
+    // state changed since the last checkpoint is `DirtySlots`'; the pending firings are in
+    // the engine's `PendingPool`: 32 bytes a user here.)
     /// Zero or one element: an array is the cheapest copy-on-write box.
     private var rare: [Rare] = []
+    /// The user's pending firings: their list in the engine's `PendingPool` (0: none).
+    var pendingHead: UInt32 = 0
 
     init(at time: Timestamp) {
         firstSeen = time
@@ -63,17 +65,41 @@ struct UserState: Sendable {
     }
 
     /// A firing waiting for its time: wait, at, idle and the next firing of a repeat chain.
+    /// 60 bytes (rule, ordinal and repeats as 32-bit fields), so that it and its list link
+    /// fill one 64-byte entry of the pool.
     struct Pending: Sendable {
         var timer: UInt64
-        var rule: Int
-        var ordinal: Int
         var due: Timestamp
         var triggerTime: Timestamp
         var triggerEventID: String
-        /// Repeats still to come after this firing.
-        var repeatsLeft: Int
         /// The trimmed triggering event.
         var event: PackedObject
+        private var rule32: Int32
+        private var ordinal32: Int32
+        private var repeats32: Int32
+
+        init(timer: UInt64, rule: Int, ordinal: Int, due: Timestamp, triggerTime: Timestamp, triggerEventID: String,
+             repeatsLeft: Int, event: PackedObject) {
+            self.timer = timer
+            self.due = due
+            self.triggerTime = triggerTime
+            self.triggerEventID = triggerEventID
+            self.event = event
+            rule32 = Int32(truncatingIfNeeded: rule)
+            ordinal32 = Int32(truncatingIfNeeded: ordinal)
+            repeats32 = Int32(truncatingIfNeeded: repeatsLeft)
+        }
+
+        var rule: Int { Int(rule32) }
+        var ordinal: Int {
+            get { Int(ordinal32) }
+            set { ordinal32 = Int32(truncatingIfNeeded: newValue) }
+        }
+        /// Repeats still to come after this firing.
+        var repeatsLeft: Int {
+            get { Int(repeats32) }
+            set { repeats32 = Int32(truncatingIfNeeded: newValue) }
+        }
     }
 
     /// A threshold rule's event times within its window.
@@ -158,4 +184,111 @@ struct PackedObject: Sendable {
         var r = ByteReader(bytes)
         return (try? r.object()) ?? JSONObject()  // cannot fail: written by `init`
     }
+}
+
+/// Every pending firing of an engine in one array (64 bytes each), instead of an array per
+/// user (a 112-byte block for one firing): a user's firings are a list threaded through it,
+/// from `UserState.pendingHead`, in the order they were added (timer order). Freed entries
+/// are reused. Indices are 1-based; 0 ends a list.
+struct PendingPool: Sendable {
+    private struct Entry: Sendable {
+        var firing: UserState.Pending
+        var next: UInt32
+    }
+
+    private var entries: [Entry] = []
+    /// The first free entry (its `next` the one after).
+    private var free: UInt32 = 0
+
+    private static let blank = UserState.Pending(timer: 0, rule: 0, ordinal: 0, due: Timestamp(microseconds: 0),
+                                                 triggerTime: Timestamp(microseconds: 0), triggerEventID: "",
+                                                 repeatsLeft: 0, event: PackedObject())
+
+    subscript(i: UInt32) -> UserState.Pending {
+        get { entries[Int(i) - 1].firing }
+        _modify { yield &entries[Int(i) - 1].firing }
+    }
+
+    func next(_ i: UInt32) -> UInt32 { entries[Int(i) - 1].next }
+
+    /// The first entry of the list from `head` for which `match` holds, or 0.
+    func first(from head: UInt32, where match: (UserState.Pending) -> Bool) -> UInt32 {
+        var i = head
+        while i != 0 {
+            if match(entries[Int(i) - 1].firing) { return i }
+            i = entries[Int(i) - 1].next
+        }
+        return 0
+    }
+
+    func contains(from head: UInt32, where match: (UserState.Pending) -> Bool) -> Bool {
+        first(from: head, where: match) != 0
+    }
+
+    /// The list's firings, in order.
+    func list(from head: UInt32) -> [UserState.Pending] {
+        var out: [UserState.Pending] = []
+        var i = head
+        while i != 0 {
+            out.append(entries[Int(i) - 1].firing)
+            i = entries[Int(i) - 1].next
+        }
+        return out
+    }
+
+    /// Adds `p` at the end of the list from `head`.
+    mutating func append(_ p: UserState.Pending, to head: inout UInt32) {
+        let i: UInt32
+        if free != 0 {
+            i = free
+            free = entries[Int(i) - 1].next
+            entries[Int(i) - 1] = Entry(firing: p, next: 0)
+        } else {
+            entries.append(Entry(firing: p, next: 0))
+            i = UInt32(entries.count)
+        }
+        if head == 0 {
+            head = i
+            return
+        }
+        var last = head
+        while entries[Int(last) - 1].next != 0 { last = entries[Int(last) - 1].next }
+        entries[Int(last) - 1].next = i
+    }
+
+    /// Takes entry `i` out of the list from `head`; returns its firing.
+    @discardableResult
+    mutating func remove(_ i: UInt32, from head: inout UInt32) -> UserState.Pending {
+        let after = entries[Int(i) - 1].next
+        if head == i {
+            head = after
+        } else {
+            var prev = head
+            while entries[Int(prev) - 1].next != i { prev = entries[Int(prev) - 1].next }
+            entries[Int(prev) - 1].next = after
+        }
+        let p = entries[Int(i) - 1].firing
+        entries[Int(i) - 1] = Entry(firing: Self.blank, next: free)  // drops its strings
+        free = i
+        return p
+    }
+
+    /// Takes out every firing of the list for which `match` holds, keeping the others' order.
+    mutating func removeAll(from head: inout UInt32, where match: (UserState.Pending) -> Bool) {
+        var prev: UInt32 = 0
+        var i = head
+        while i != 0 {
+            let after = entries[Int(i) - 1].next
+            if match(entries[Int(i) - 1].firing) {
+                if prev == 0 { head = after } else { entries[Int(prev) - 1].next = after }
+                entries[Int(i) - 1] = Entry(firing: Self.blank, next: free)
+                free = i
+            } else {
+                prev = i
+            }
+            i = after
+        }
+    }
+
+    mutating func reserve(_ n: Int) { entries.reserveCapacity(n) }
 }
