@@ -66,7 +66,7 @@ public struct TriggerEngine: Sendable {
     /// When the next timer is due.
     public var nextDue: Timestamp? {
         let heapFirst = timers.heap.first?.due
-        return idle.nextDue(before: heapFirst) ?? heapFirst
+        return idle.nextDue(before: heapFirst, pool: pool, states: states) ?? heapFirst
     }
 
     public mutating func process(_ event: Event) -> [TriggerOutput] {
@@ -107,7 +107,7 @@ public struct TriggerEngine: Sendable {
 
     public mutating func advance(to time: Timestamp, into out: inout [TriggerOutput]) {
         if clock.map({ $0 < time }) ?? true { clock = time }
-        idle.release(upTo: time, into: &timers)
+        idle.release(upTo: time, into: &timers, pool: pool, states: states)
         guard let first = timers.heap.first, first.due <= time else { return }
         let logic = RuleLogic(plan: plan, clock: clock)
         while let next = timers.heap.first, next.due <= time {
@@ -436,9 +436,13 @@ struct IdleColumns: Sendable {
     /// each with its firing's sequence and current due time, so the heap pops them exactly
     /// where it would have had they been there all along; a timer that moved on to a later
     /// bucket goes to that bucket instead.
-    mutating func release(upTo time: Timestamp, into timers: inout TimerQueue) {
+    mutating func release(upTo time: Timestamp, into timers: inout TimerQueue, pool: PendingPool, states: [UserState]) {
         while let start = buckets.firstStart, start <= time {
             guard let (c, index, slots) = buckets.takeFirst() else { break }
+            if c == pendingColumn {
+                releasePending(index, slots, into: &timers, pool: pool, states: states)
+                continue
+            }
             for slot in slots {
                 guard Int(slot) < columns[c].count, let due = due(c, slot: slot) else { continue }
                 if IdleBuckets.index(due) <= index {
@@ -450,8 +454,42 @@ struct IdleColumns: Sendable {
         }
     }
 
-    /// When the earliest column timer is due, if before `bound` (or at all, without one).
-    func nextDue(before bound: Timestamp?) -> Timestamp? {
+    /// The buckets' column for the timers of pending firings (after the rules' columns).
+    var pendingColumn: Int { ruleOf.count }
+
+    /// Lists the timer of a pending firing of `slot` (in its `PendingPool` list) in the
+    /// bucket of its due hour: 4 bytes instead of a heap entry until the hour comes.
+    mutating func listPending(slot: UInt32, due: Timestamp) {
+        buckets.add(column: pendingColumn, slot: slot, due: due)
+    }
+
+    /// A bucket of pending firings' timers: the firings of each user listed in it (once, if
+    /// listed more than once) that are due in its hour become heap entries; those due later
+    /// (a firing whose due time moved on, or another of the user's) are listed in their own
+    /// hour's bucket again (listing twice is harmless: a user is taken once per bucket);
+    /// those due earlier went to the heap with their own bucket.
+    private mutating func releasePending(_ index: Int64, _ listed: [UInt32], into timers: inout TimerQueue,
+                                         pool: PendingPool, states: [UserState]) {
+        var last: UInt32?
+        for slot in listed.sorted() where slot != last {
+            last = slot
+            guard Int(slot) < states.count else { continue }
+            var i = states[Int(slot)].pendingHead
+            while i != 0 {
+                let (due, timer) = pool.timing(i)
+                let bucket = IdleBuckets.index(due)
+                if bucket == index {
+                    timers.heap.push(.init(due: due, sequence: timer, user: slot))
+                } else if bucket > index {
+                    buckets.add(column: pendingColumn, slot: slot, due: due)
+                }
+                i = pool.next(i)
+            }
+        }
+    }
+
+    /// When the earliest bucketed timer is due, if before `bound` (or at all, without one).
+    func nextDue(before bound: Timestamp?, pool: PendingPool, states: [UserState]) -> Timestamp? {
         // Usually the heap's first timer comes before every bucket: no sorting then.
         guard let first = buckets.firstStart, bound.map({ first < $0 }) ?? true else { return nil }
         var best: Timestamp?
@@ -459,6 +497,18 @@ struct IdleColumns: Sendable {
             if let b = bound, b <= start { break }
             if let b = best, b <= start { break }
             for slot in slots {
+                if c == pendingColumn {
+                    // Every firing of the user is pending: one that is in the heap already is
+                    // not before the heap's first timer.
+                    guard Int(slot) < states.count else { continue }
+                    var i = states[Int(slot)].pendingHead
+                    while i != 0 {
+                        let due = pool.timing(i).due
+                        if best.map({ due < $0 }) ?? true { best = due }
+                        i = pool.next(i)
+                    }
+                    continue
+                }
                 guard Int(slot) < columns[c].count, let due = due(c, slot: slot) else { continue }
                 if best.map({ due < $0 }) ?? true { best = due }
             }
@@ -762,7 +812,7 @@ struct RuleLogic {
         p.timer = timers.next()
         if idle.store(p, slot: slot) { return }
         pool.append(p, to: &user.pendingHead)
-        timers.heap.push(.init(due: p.due, sequence: p.timer, user: slot))
+        idle.listPending(slot: slot, due: p.due)
     }
 
     /// An immediate firing, with its repeat chain scheduled.

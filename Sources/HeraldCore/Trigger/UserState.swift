@@ -211,6 +211,11 @@ struct PendingPool: Sendable {
 
     func next(_ i: UInt32) -> UInt32 { entries[Int(i) - 1].next }
 
+    /// Entry `i`'s due time and timer (without copying its strings).
+    func timing(_ i: UInt32) -> (due: Timestamp, timer: UInt64) {
+        (entries[Int(i) - 1].firing.due, entries[Int(i) - 1].firing.timer)
+    }
+
     /// The first entry of the list from `head` for which `match` holds, or 0.
     func first(from head: UInt32, where match: (UserState.Pending) -> Bool) -> UInt32 {
         var i = head
