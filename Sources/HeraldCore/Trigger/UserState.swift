@@ -19,14 +19,16 @@ struct UserState: Sendable {
     struct Rare: Sendable {
         /// Only the profile fields the rules file reads.
         var profile: JSONObject?
-        var windows: [Window] = []
+        /// The threshold windows' event times, one flat list (by rule, in window order):
+        /// one allocation instead of one per window.
+        var windowTimes: [WindowTime] = []
         var goals: [GoalWindow] = []
         /// Goal events that arrived after an unfired firing's due time.
         var lateGoalEvents: [SeenRef] = []
         /// Events newer than the state's clock that could cancel or convert later triggers.
         var ahead: [SeenRef] = []
 
-        var isEmpty: Bool { profile == nil && windows.isEmpty && goals.isEmpty && lateGoalEvents.isEmpty && ahead.isEmpty }
+        var isEmpty: Bool { profile == nil && windowTimes.isEmpty && goals.isEmpty && lateGoalEvents.isEmpty && ahead.isEmpty }
     }
 
     /// Whether any rarely used state is kept (reading it through the accessors below copies).
@@ -48,8 +50,22 @@ struct UserState: Sendable {
         set { self[rare: \.profile, empty: nil] = newValue }
     }
     var windows: [Window] {
-        get { self[rare: \.windows, empty: []] }
-        set { self[rare: \.windows, empty: []] = newValue }
+        get {
+            var out: [Window] = []
+            for w in rare.first?.windowTimes ?? [] {
+                if let last = out.last, last.rule == Int(w.rule) {
+                    out[out.count - 1].times.append(w.time)
+                } else {
+                    out.append(Window(rule: Int(w.rule), times: [w.time]))
+                }
+            }
+            return out
+        }
+        set {
+            var flat: [WindowTime] = []
+            for w in newValue { for t in w.times { flat.append(WindowTime(time: t, rule: Int32(truncatingIfNeeded: w.rule))) } }
+            self[rare: \.windowTimes, empty: []] = flat
+        }
     }
     var goals: [GoalWindow] {
         get { self[rare: \.goals, empty: []] }
@@ -106,6 +122,12 @@ struct UserState: Sendable {
     struct Window: Sendable {
         var rule: Int
         var times: [Timestamp]
+    }
+
+    /// One time of a window, as kept (`Rare.windowTimes`).
+    struct WindowTime: Sendable {
+        var time: Timestamp
+        var rule: Int32
     }
 
     struct GoalWindow: Sendable {
