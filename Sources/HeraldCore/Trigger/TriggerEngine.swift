@@ -566,10 +566,11 @@ struct IdleBuckets: Sendable {
 
     mutating func add(column: Int, slot: UInt32, due: Timestamp) {
         let key = Key(index: Self.index(due), column: column)
-        if lists[key] == nil {
+        var made = false
+        lists[key, default: { made = true; return [] }()].append(slot)  // one lookup
+        if made {
             order.push(.init(due: Timestamp(microseconds: key.index * Self.width), sequence: UInt64(column), user: 0))
         }
-        lists[key, default: []].append(slot)
         count += 1
     }
 
