@@ -22,7 +22,8 @@ extension TriggerEngine {
     private func record(_ slot: UInt32) -> UserStateRecord {
         UserStateRecord(shopID: users.shop(slot), userID: users.user(slot),
                         state: Self.encode(states[Int(slot)], counts: counts.counts(of: slot),
-                                           pending: idle.merged(pool.list(from: states[Int(slot)].pendingHead), slot: slot)))
+                                           pending: idle.merged(pool.list(from: states[Int(slot)].pendingHead), slot: slot),
+                                           windows: windows.windows(from: states[Int(slot)].windowHead)))
     }
 
     /// Event-id hashes recorded since the last call, grouped by generation; clears them. The
@@ -104,6 +105,7 @@ extension TriggerEngine {
             var state = decoded.state
             let counts = decoded.counts
             var pending = decoded.pending
+            engine.windows.set(&state.windowHead, decoded.windows)
             let (slot, inserted) = engine.users.insert(shop: record.shopID, user: record.userID)
             if inserted {
                 engine.idle.addSlot()
@@ -113,6 +115,7 @@ extension TriggerEngine {
             } else {
                 engine.idle.clear(slot: slot)
                 engine.pool.removeAll(from: &engine.states[Int(slot)].pendingHead) { _ in true }
+                engine.windows.set(&engine.states[Int(slot)].windowHead, [])
             }
             for p in pending { maxTimer = max(maxTimer, p.timer) }
             // Idle firings that fit their rule's column go there, their timers in its
@@ -174,7 +177,9 @@ extension TriggerEngine {
 
     /// `pending`: every pending firing of the user, in timer order (its list and its idle columns').
     /// `counts`: the user's counts (written as none while all are 0, as before the first counted event).
-    static func encode(_ u: UserState, counts: ArraySlice<Int32> = [], pending: [UserState.Pending]) -> [UInt8] {
+    /// `windows`: the user's threshold windows.
+    static func encode(_ u: UserState, counts: ArraySlice<Int32> = [], pending: [UserState.Pending],
+                       windows: [UserState.Window] = []) -> [UInt8] {
         var w = ByteWriter(capacity: 48)
         w.byte(Checkpoint.version)
         let base = u.firstSeen
@@ -194,7 +199,7 @@ extension TriggerEngine {
             w.int(p.repeatsLeft)
             w.object(p.event)  // PackedObject: its bytes are this encoding
         }
-        let profile = u.profile, windows = u.windows, goals = u.goals, late = u.lateGoalEvents, ahead = u.ahead
+        let profile = u.profile, goals = u.goals, late = u.lateGoalEvents, ahead = u.ahead
         var flags: UInt8 = 0
         if profile != nil { flags |= 1 }
         if !windows.isEmpty { flags |= 2 }
@@ -235,7 +240,7 @@ extension TriggerEngine {
 
     /// The state, its counts (empty: all 0) and its pending firings.
     static func decode(_ bytes: [UInt8], _ layout: Layout) throws(CheckpointDecodingError)
-        -> (state: UserState, counts: [Int32], pending: [UserState.Pending]) {
+        -> (state: UserState, counts: [Int32], pending: [UserState.Pending], windows: [UserState.Window]) {
         var r = ByteReader(bytes)
         try Checkpoint.checkVersion(&r)
         let base = try r.timestamp()
@@ -267,15 +272,14 @@ extension TriggerEngine {
         let flags = try r.byte()
         guard flags < 32 else { throw r.fail("bad flags") }
         if flags & 1 != 0 { u.profile = try r.object() }
+        var windows: [UserState.Window] = []
         if flags & 2 != 0 {
-            var windows: [UserState.Window] = []
             for _ in 0..<(try r.count(minBytes: 2)) {
                 let rule = try r.index(below: layout.ruleMap.count)
                 var times: [Timestamp] = []
                 for _ in 0..<(try r.count()) { times.append(try r.timestamp(from: base)) }
                 if let newRule = layout.ruleMap[rule] { windows.append(.init(rule: newRule, times: times)) }
             }
-            if !windows.isEmpty { u.windows = windows }
         }
         if flags & 4 != 0 {
             var goals: [UserState.GoalWindow] = []
@@ -298,7 +302,7 @@ extension TriggerEngine {
             if bit == 8 { u.lateGoalEvents = list } else { u.ahead = list }
         }
         try r.finish()
-        return (u, userCounts, pending)
+        return (u, userCounts, pending, windows)
     }
 }
 

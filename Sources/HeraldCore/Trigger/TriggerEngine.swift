@@ -35,6 +35,8 @@ public struct TriggerEngine: Sendable {
     var states: [UserState] = []
     /// Every user's pending firings (lists from `UserState.pendingHead`).
     var pool = PendingPool()
+    /// Every user's threshold windows (lists from `UserState.windowHead`).
+    var windows = WindowPool()
     var counts: CountColumn
     var idle: IdleColumns
     var timers = TimerQueue()
@@ -95,7 +97,7 @@ public struct TriggerEngine: Sendable {
         }
         let logic = RuleLogic(plan: plan, clock: clock)
         logic.apply(event, eventPlan, slot: slot, user: &states[Int(slot)], counts: &counts, idle: &idle, timers: &timers,
-                    pool: &pool, out: &out, dirty: &dirty)
+                    pool: &pool, windows: &windows, out: &out, dirty: &dirty)
     }
 
     /// Fires every timer due at or before `time`, in due order.
@@ -598,8 +600,8 @@ struct RuleLogic {
     let clock: Timestamp?
 
     func apply(_ event: Event, _ ep: EventPlan, slot: UInt32, user: inout UserState, counts: inout CountColumn,
-               idle: inout IdleColumns, timers: inout TimerQueue, pool: inout PendingPool, out: inout [TriggerOutput],
-               dirty: inout DirtySlots) {
+               idle: inout IdleColumns, timers: inout TimerQueue, pool: inout PendingPool, windows: inout WindowPool,
+               out: inout [TriggerOutput], dirty: inout DirtySlots) {
         let t = event.occurredAt
         let key = UserKey(shop: event.shopID, user: event.userID)
         dirty.mark(slot)
@@ -651,9 +653,10 @@ struct RuleLogic {
             user.ahead.append(ref.trimmed(to: plan.matchFields))
         }
 
-        // (Reading an absent window list is free; writing one would make the rare box.)
-        for index in ep.resets where user.hasRare && plan.rules[index].shops?.contains(key.shop) ?? true {
-            user.windows.removeAll { $0.rule == index }
+        for index in ep.resets where user.windowHead != 0 && plan.rules[index].shops?.contains(key.shop) ?? true {
+            var list = windows.windows(from: user.windowHead)
+            list.removeAll { $0.rule == index }
+            windows.set(&user.windowHead, list)
         }
         for index in ep.listening {
             // Fields read in place: copying the whole rule costs a dozen retains an event.
@@ -687,14 +690,14 @@ struct RuleLogic {
                     }
                 }
             case .threshold(let count, let within, _):
-                var windows = user.windows
-                var w = windows.first { $0.rule == index } ?? UserState.Window(rule: index, times: [])
-                windows.removeAll { $0.rule == index }
+                var list = windows.windows(from: user.windowHead)
+                var w = list.first { $0.rule == index } ?? UserState.Window(rule: index, times: [])
+                list.removeAll { $0.rule == index }
                 w.times.append(t)
                 w.times.removeAll { $0 <= t - within }
                 let fires = w.times.count >= count
-                if !fires { windows.append(w) }
-                user.windows = windows  // one write: the rare box is made or dropped once
+                if !fires { list.append(w) }
+                windows.set(&user.windowHead, list)
                 if fires {
                     fire(index, key, slot, trigger(event, index), user: &user, idle: &idle, firedAt: t, ordinal: 0, timers: &timers, pool: &pool, out: &out)
                 }

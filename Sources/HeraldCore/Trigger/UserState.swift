@@ -10,6 +10,8 @@ struct UserState: Sendable {
     private var rare: [Rare] = []
     /// The user's pending firings: their list in the engine's `PendingPool` (0: none).
     var pendingHead: UInt32 = 0
+    /// The user's threshold windows: their times' list in the engine's `WindowPool` (0: none).
+    var windowHead: UInt32 = 0
 
     init(at time: Timestamp) {
         firstSeen = time
@@ -19,16 +21,13 @@ struct UserState: Sendable {
     struct Rare: Sendable {
         /// Only the profile fields the rules file reads.
         var profile: JSONObject?
-        /// The threshold windows' event times, one flat list (by rule, in window order):
-        /// one allocation instead of one per window.
-        var windowTimes: [WindowTime] = []
         var goals: [GoalWindow] = []
         /// Goal events that arrived after an unfired firing's due time.
         var lateGoalEvents: [SeenRef] = []
         /// Events newer than the state's clock that could cancel or convert later triggers.
         var ahead: [SeenRef] = []
 
-        var isEmpty: Bool { profile == nil && windowTimes.isEmpty && goals.isEmpty && lateGoalEvents.isEmpty && ahead.isEmpty }
+        var isEmpty: Bool { profile == nil && goals.isEmpty && lateGoalEvents.isEmpty && ahead.isEmpty }
     }
 
     /// Whether any rarely used state is kept (reading it through the accessors below copies).
@@ -49,24 +48,6 @@ struct UserState: Sendable {
     var profile: JSONObject? {
         get { rare.isEmpty ? nil : rare[0].profile }
         set { self[rare: \.profile, empty: nil] = newValue }
-    }
-    var windows: [Window] {
-        get {
-            var out: [Window] = []
-            for w in rare.isEmpty ? [] : rare[0].windowTimes {
-                if let last = out.last, last.rule == Int(w.rule) {
-                    out[out.count - 1].times.append(w.time)
-                } else {
-                    out.append(Window(rule: Int(w.rule), times: [w.time]))
-                }
-            }
-            return out
-        }
-        set {
-            var flat: [WindowTime] = []
-            for w in newValue { for t in w.times { flat.append(WindowTime(time: t, rule: Int32(truncatingIfNeeded: w.rule))) } }
-            self[rare: \.windowTimes, empty: []] = flat
-        }
     }
     var goals: [GoalWindow] {
         get { self[rare: \.goals, empty: []] }
@@ -123,12 +104,6 @@ struct UserState: Sendable {
     struct Window: Sendable {
         var rule: Int
         var times: [Timestamp]
-    }
-
-    /// One time of a window, as kept (`Rare.windowTimes`).
-    struct WindowTime: Sendable {
-        var time: Timestamp
-        var rule: Int32
     }
 
     struct GoalWindow: Sendable {
@@ -324,4 +299,66 @@ struct PendingPool: Sendable {
     }
 
     mutating func reserve(_ n: Int) { entries.reserveCapacity(n) }
+}
+
+/// Every user's threshold windows in one array of 16-byte times (rule, time, next), a list
+/// per user from `UserState.windowHead`, windows one after another in their order: instead
+/// of a rare box, a window array and a times array for each user with a window (the SPEC §3
+/// `login-risk` gives one to every user with a failed sign-in). Freed entries are reused;
+/// indices are 1-based, 0 ends a list.
+struct WindowPool: Sendable {
+    private struct Entry: Sendable {
+        var time: Timestamp
+        var rule: Int32
+        var next: UInt32
+    }
+
+    private var entries: [Entry] = []
+    private var free: UInt32 = 0
+
+    /// The windows of the list from `head`.
+    func windows(from head: UInt32) -> [UserState.Window] {
+        var out: [UserState.Window] = []
+        var i = head
+        while i != 0 {
+            let e = entries[Int(i) - 1]
+            if let last = out.last, last.rule == Int(e.rule) {
+                out[out.count - 1].times.append(e.time)
+            } else {
+                out.append(UserState.Window(rule: Int(e.rule), times: [e.time]))
+            }
+            i = e.next
+        }
+        return out
+    }
+
+    /// Replaces the list from `head` with `windows` (a window without times is not kept:
+    /// it is the same as none).
+    mutating func set(_ head: inout UInt32, _ windows: [UserState.Window]) {
+        var i = head
+        while i != 0 {
+            let after = entries[Int(i) - 1].next
+            entries[Int(i) - 1].next = free
+            free = i
+            i = after
+        }
+        head = 0
+        var last: UInt32 = 0
+        for w in windows {
+            for t in w.times {
+                let e = Entry(time: t, rule: Int32(truncatingIfNeeded: w.rule), next: 0)
+                let j: UInt32
+                if free != 0 {
+                    j = free
+                    free = entries[Int(j) - 1].next
+                    entries[Int(j) - 1] = e
+                } else {
+                    entries.append(e)
+                    j = UInt32(entries.count)
+                }
+                if last == 0 { head = j } else { entries[Int(last) - 1].next = j }
+                last = j
+            }
+        }
+    }
 }
