@@ -214,21 +214,32 @@ struct PendingPool: Sendable {
         (entries[Int(i) - 1].firing.due, entries[Int(i) - 1].firing.timer)
     }
 
-    /// The first entry of the list from `head` for which `match` holds, or 0. (Inlined, like
-    /// the other walks: the predicate then reads fields in place instead of a copy of each
-    /// firing, whose retain of the event bytes is a cache miss.)
-    @inline(__always)
-    func first(from head: UInt32, where match: (UserState.Pending) -> Bool) -> UInt32 {
+    /// What the list walks look at: a firing's timing, without its strings (a copy of the
+    /// whole firing retains its event bytes, a cache miss).
+    struct Timing {
+        var timer: UInt64
+        var rule: Int
+        var due: Timestamp
+        var triggerTime: Timestamp
+    }
+
+    func timing(of i: UInt32) -> Timing {
+        let k = Int(i) - 1
+        return Timing(timer: entries[k].firing.timer, rule: entries[k].firing.rule, due: entries[k].firing.due,
+                      triggerTime: entries[k].firing.triggerTime)
+    }
+
+    /// The first entry of the list from `head` for which `match` holds, or 0.
+    func first(from head: UInt32, where match: (Timing) -> Bool) -> UInt32 {
         var i = head
         while i != 0 {
-            if match(entries[Int(i) - 1].firing) { return i }
+            if match(timing(of: i)) { return i }
             i = entries[Int(i) - 1].next
         }
         return 0
     }
 
-    @inline(__always)
-    func contains(from head: UInt32, where match: (UserState.Pending) -> Bool) -> Bool {
+    func contains(from head: UInt32, where match: (Timing) -> Bool) -> Bool {
         first(from: head, where: match) != 0
     }
 
@@ -281,7 +292,6 @@ struct PendingPool: Sendable {
     }
 
     /// Takes out every firing of the list for which `match` holds, keeping the others' order.
-    @inline(__always)
     mutating func removeAll(from head: inout UInt32, where match: (UserState.Pending) -> Bool) {
         var prev: UInt32 = 0
         var i = head
