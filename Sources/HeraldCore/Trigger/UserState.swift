@@ -194,7 +194,7 @@ struct PendingPool: Sendable {
         var next: UInt32
     }
 
-    private var entries: [Entry] = []
+    private var entries = ChunkedArray<Entry>()
     /// The first free entry (its `next` the one after).
     private var free: UInt32 = 0
 
@@ -203,15 +203,15 @@ struct PendingPool: Sendable {
                                                  repeatsLeft: 0, event: PackedObject())
 
     subscript(i: UInt32) -> UserState.Pending {
-        get { entries[Int(i) - 1].firing }
-        _modify { yield &entries[Int(i) - 1].firing }
+        get { entries[i].firing }
+        _modify { yield &entries[i].firing }
     }
 
-    func next(_ i: UInt32) -> UInt32 { entries[Int(i) - 1].next }
+    func next(_ i: UInt32) -> UInt32 { entries[i].next }
 
     /// Entry `i`'s due time and timer (without copying its strings).
     func timing(_ i: UInt32) -> (due: Timestamp, timer: UInt64) {
-        (entries[Int(i) - 1].firing.due, entries[Int(i) - 1].firing.timer)
+        (entries[i].firing.due, entries[i].firing.timer)
     }
 
     /// What the list walks look at: a firing's timing, without its strings (a copy of the
@@ -224,9 +224,8 @@ struct PendingPool: Sendable {
     }
 
     func timing(of i: UInt32) -> Timing {
-        let k = Int(i) - 1
-        return Timing(timer: entries[k].firing.timer, rule: entries[k].firing.rule, due: entries[k].firing.due,
-                      triggerTime: entries[k].firing.triggerTime)
+        Timing(timer: entries[i].firing.timer, rule: entries[i].firing.rule, due: entries[i].firing.due,
+               triggerTime: entries[i].firing.triggerTime)
     }
 
     /// The first entry of the list from `head` for which `match` holds, or 0.
@@ -234,7 +233,7 @@ struct PendingPool: Sendable {
         var i = head
         while i != 0 {
             if match(timing(of: i)) { return i }
-            i = entries[Int(i) - 1].next
+            i = entries[i].next
         }
         return 0
     }
@@ -248,8 +247,8 @@ struct PendingPool: Sendable {
         var out: [UserState.Pending] = []
         var i = head
         while i != 0 {
-            out.append(entries[Int(i) - 1].firing)
-            i = entries[Int(i) - 1].next
+            out.append(entries[i].firing)
+            i = entries[i].next
         }
         return out
     }
@@ -259,34 +258,33 @@ struct PendingPool: Sendable {
         let i: UInt32
         if free != 0 {
             i = free
-            free = entries[Int(i) - 1].next
-            entries[Int(i) - 1] = Entry(firing: p, next: 0)
+            free = entries[i].next
+            entries[i] = Entry(firing: p, next: 0)
         } else {
-            entries.append(Entry(firing: p, next: 0))
-            i = UInt32(entries.count)
+            i = entries.append(Entry(firing: p, next: 0))
         }
         if head == 0 {
             head = i
             return
         }
         var last = head
-        while entries[Int(last) - 1].next != 0 { last = entries[Int(last) - 1].next }
-        entries[Int(last) - 1].next = i
+        while entries[last].next != 0 { last = entries[last].next }
+        entries[last].next = i
     }
 
     /// Takes entry `i` out of the list from `head`; returns its firing.
     @discardableResult
     mutating func remove(_ i: UInt32, from head: inout UInt32) -> UserState.Pending {
-        let after = entries[Int(i) - 1].next
+        let after = entries[i].next
         if head == i {
             head = after
         } else {
             var prev = head
-            while entries[Int(prev) - 1].next != i { prev = entries[Int(prev) - 1].next }
-            entries[Int(prev) - 1].next = after
+            while entries[prev].next != i { prev = entries[prev].next }
+            entries[prev].next = after
         }
-        let p = entries[Int(i) - 1].firing
-        entries[Int(i) - 1] = Entry(firing: Self.blank, next: free)  // drops its strings
+        let p = entries[i].firing
+        entries[i] = Entry(firing: Self.blank, next: free)  // drops its strings
         free = i
         return p
     }
@@ -296,10 +294,10 @@ struct PendingPool: Sendable {
         var prev: UInt32 = 0
         var i = head
         while i != 0 {
-            let after = entries[Int(i) - 1].next
-            if match(entries[Int(i) - 1].firing) {
-                if prev == 0 { head = after } else { entries[Int(prev) - 1].next = after }
-                entries[Int(i) - 1] = Entry(firing: Self.blank, next: free)
+            let after = entries[i].next
+            if match(entries[i].firing) {
+                if prev == 0 { head = after } else { entries[prev].next = after }
+                entries[i] = Entry(firing: Self.blank, next: free)
                 free = i
             } else {
                 prev = i
@@ -307,8 +305,6 @@ struct PendingPool: Sendable {
             i = after
         }
     }
-
-    mutating func reserve(_ n: Int) { entries.reserveCapacity(n) }
 }
 
 /// Every user's threshold windows in one array of 16-byte times (rule, time, next), a list
@@ -323,7 +319,7 @@ struct WindowPool: Sendable {
         var next: UInt32
     }
 
-    private var entries: [Entry] = []
+    private var entries = ChunkedArray<Entry>()
     private var free: UInt32 = 0
 
     /// The windows of the list from `head`.
@@ -331,7 +327,7 @@ struct WindowPool: Sendable {
         var out: [UserState.Window] = []
         var i = head
         while i != 0 {
-            let e = entries[Int(i) - 1]
+            let e = entries[i]
             if let last = out.last, last.rule == Int(e.rule) {
                 out[out.count - 1].times.append(e.time)
             } else {
@@ -347,8 +343,8 @@ struct WindowPool: Sendable {
     mutating func set(_ head: inout UInt32, _ windows: [UserState.Window]) {
         var i = head
         while i != 0 {
-            let after = entries[Int(i) - 1].next
-            entries[Int(i) - 1].next = free
+            let after = entries[i].next
+            entries[i].next = free
             free = i
             i = after
         }
@@ -360,15 +356,46 @@ struct WindowPool: Sendable {
                 let j: UInt32
                 if free != 0 {
                     j = free
-                    free = entries[Int(j) - 1].next
-                    entries[Int(j) - 1] = e
+                    free = entries[j].next
+                    entries[j] = e
                 } else {
-                    entries.append(e)
-                    j = UInt32(entries.count)
+                    j = entries.append(e)
                 }
-                if last == 0 { head = j } else { entries[Int(last) - 1].next = j }
+                if last == 0 { head = j } else { entries[last].next = j }
                 last = j
             }
         }
+    }
+}
+
+/// An array kept in chunks of 512 elements, indexed from 1 (the pools' indices): it grows a
+/// chunk at a time and never copies what it holds — a doubling array leaves each smaller
+/// copy freed in the allocator, which in a worker with dozens of partition engines stays
+/// resident.
+struct ChunkedArray<Element: Sendable>: Sendable {
+    private var chunks: [[Element]] = []
+    private(set) var count = 0
+
+    subscript(i: UInt32) -> Element {
+        get {
+            let k = Int(i) - 1
+            return chunks[k >> 9][k & 511]
+        }
+        _modify {
+            let k = Int(i) - 1
+            yield &chunks[k >> 9][k & 511]
+        }
+    }
+
+    /// Adds `e`; returns its index.
+    mutating func append(_ e: Element) -> UInt32 {
+        if count & 511 == 0 {
+            var chunk: [Element] = []
+            chunk.reserveCapacity(512)
+            chunks.append(chunk)
+        }
+        chunks[chunks.count - 1].append(e)
+        count += 1
+        return UInt32(count)
     }
 }
