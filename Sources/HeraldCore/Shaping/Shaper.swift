@@ -250,9 +250,8 @@ public struct Shaper: Sendable {
         let shop = shopPlan(slot)
         if let quiet = shop.quiet, shop.quietBypass & c.priority.bit == 0,
            let end = Shaper.quietHoursEnd(start: quiet.start, end: quiet.end, at: now, zone: timeZone(for: c)) {
-            var deferred = Outcome(candidate: c, status: .deferred, reason: "quiet_hours", decidedAt: now)
-            deferred.dueAt = end
-            out.append(deferred)
+            out.append(Outcome(candidate: c, status: .deferred, reason: "quiet_hours", decidedAt: now))
+            out[out.count - 1].dueAt = end  // set in place: no copy of the outcome
             // The deferred message holds its dedupe key, so a second one during the night
             // is a duplicate rather than a second message in the morning.
             user.history.append(Delivery(id: idHash, rule: plan.ruleHash, dedupeKey: dedupeKey, chain: chain,
@@ -284,44 +283,45 @@ public struct Shaper: Sendable {
             }
         }
         // 7. Render and send.
-        let outcome = send(c, items: items, plan: plan, decidedAt: now)
+        out.append(send(c, items: items, plan: plan, decidedAt: now))  // read in place below: no copy
         if held { user.history.removeAll { $0.id == idHash } }
-        if outcome.status == .sent {
+        if out[out.count - 1].status == .sent {
             user.history.append(Delivery(id: idHash, rule: plan.ruleHash, dedupeKey: dedupeKey, chain: chain,
                                          time: now, sent: true))
         }
-        out.append(outcome)
     }
 
     /// Step 7: variant, render and send; a render error makes the outcome `failed` with its reason.
     private func send(_ c: Candidate, items: [JSONValue]?, plan: RulePlan, decidedAt: Timestamp) -> Outcome {
-        var outcome = Outcome(candidate: c, status: .sent, reason: nil, decidedAt: decidedAt)
         if let failure = c.failure {
-            outcome.status = .failed
-            outcome.reason = failure
-            return outcome
+            return Outcome(candidate: c, status: .failed, reason: failure, decidedAt: decidedAt)
         }
         var templateName = c.template
+        var variant: String?
         if items == nil, let experiment = plan.experiment {
-            let variant = Shaper.variant(of: experiment, shopID: c.shopID, userID: c.userID)
-            outcome.variant = variant.name
-            templateName = variant.template
+            let v = Shaper.variant(of: experiment, shopID: c.shopID, userID: c.userID)
+            variant = v.name
+            templateName = v.template
         }
-        guard let template = plan.template(templateName) ?? rules.templates[templateName] else {
-            outcome.status = .failed
-            outcome.reason = RenderError.templateError("unknown template \(templateName)").reason
-            return outcome
+        // Rendered first, then the outcome built once (no copy of it on either path).
+        var outcome: Outcome
+        if let template = plan.template(templateName) ?? rules.templates[templateName] {
+            do {
+                let title = try template.title.map { t throws(RenderError) in try render(t, c, items) }
+                let body = try render(template.body, c, items)
+                outcome = Outcome(candidate: c, status: .sent, reason: nil, decidedAt: decidedAt)
+                outcome.title = title
+                outcome.body = body
+                outcome.escalated = c.escalate
+            } catch {
+                outcome = Outcome(candidate: c, status: .failed, reason: error.reason, decidedAt: decidedAt)
+            }
+        } else {
+            outcome = Outcome(candidate: c, status: .failed,
+                              reason: RenderError.templateError("unknown template \(templateName)").reason,
+                              decidedAt: decidedAt)
         }
-        do {
-            outcome.title = try template.title.map { t throws(RenderError) in try render(t, c, items) }
-            outcome.body = try render(template.body, c, items)
-            outcome.escalated = c.escalate
-        } catch {
-            outcome.status = .failed
-            outcome.reason = error.reason
-            outcome.title = nil
-            outcome.body = nil
-        }
+        outcome.variant = variant
         return outcome
     }
 
@@ -431,9 +431,10 @@ public struct Shaper: Sendable {
 
     /// Closes a merge window: one member goes on as itself; two or more become `merged`
     /// into a digest whose id derives from the first member's.
-    private func digest(of window: MergeWindow, at now: Timestamp, into out: inout [Outcome]) -> Message {
+    private func digest(of window: consuming MergeWindow, at now: Timestamp, into out: inout [Outcome]) -> Message {
+        // A single member is moved out of the window, not copied.
+        guard window.members.count > 1 else { return Message(window.members.removeLast()) }
         let first = window.members[0]
-        guard window.members.count > 1 else { return Message(first) }
         var d = first
         d.id = StableID.make(["digest", first.id])
         d.template = rulesByID[window.ruleID]?.merge?.template ?? first.template
@@ -618,18 +619,19 @@ struct Delivery: Sendable, Equatable {
     }
 }
 
-/// What steps 3–7 need of one rule, resolved when the shaper is made.
-struct RulePlan: Sendable {
+/// What steps 3–7 need of one rule, resolved when the shaper is made (a class: looking
+/// it up retains one reference, not each of its members).
+final class RulePlan: Sendable {
     /// `StableID.hash64` of the rule id, as history records it.
-    var ruleHash: UInt64
+    let ruleHash: UInt64
     /// A merge window longer than zero.
-    var merge: Rule.Merge?
+    let merge: Rule.Merge?
     /// The rule's dedupe window or the default; nil when dedupe is off (none, or `0s`).
-    var dedupeWindow: TimeSpan?
-    var dedupeKey: Template?
-    var experiment: Experiment?
+    let dedupeWindow: TimeSpan?
+    let dedupeKey: Template?
+    let experiment: Experiment?
     /// The templates its candidates name (the rule's and its variants'), by name.
-    var templates: [(name: String, template: MessageTemplate)] = []
+    let templates: [(name: String, template: MessageTemplate)]
 
     func template(_ name: String) -> MessageTemplate? {
         templates.first(where: { $0.name == name })?.template
