@@ -411,21 +411,22 @@ public struct Shaper: Sendable {
         }
         // Deferred messages waking now go on at step 6 with the same notification id, in
         // the order they were deferred (deciding one defers nothing, so one pass does).
-        // They are read in place in the array taken out of the user (not copied out of
-        // it); the rest are put back in order.
+        // They are moved out of the array taken from the user (`remove(at:)` moves;
+        // reading or iterating an element would copy the candidate); the rest go back in order.
         guard user.deferred.contains(where: { $0.dueAt <= now }) else { return }
         var pending: [DeferredMessage] = []
         swap(&pending, &user.deferred)
-        for i in pending.indices {
-            guard pending[i].dueAt <= now else {
-                user.deferred.append(pending[i])
+        while !pending.isEmpty {
+            let d = pending.remove(at: 0)
+            guard d.dueAt <= now else {
+                user.deferred.append(d)
                 continue
             }
-            let idHash = StableID.hash64(pending[i].message.candidate.id)
+            let idHash = StableID.hash64(d.message.candidate.id)
             let held = user.history.first(where: { $0.id == idHash })
-            decide(pending[i].message.candidate, items: pending[i].message.items, idHash: idHash,
-                   plan: plan(for: pending[i].message.candidate.ruleID), at: pending[i].dueAt, dedupeKey: held?.dedupeKey,
-                   chain: held?.chain ?? 0, held: true, shop: shopPlan(slot), user: &user, into: &out)
+            decide(d.message.candidate, items: d.message.items, idHash: idHash, plan: plan(for: d.message.candidate.ruleID),
+                   at: d.dueAt, dedupeKey: held?.dedupeKey, chain: held?.chain ?? 0, held: true, shop: shopPlan(slot),
+                   user: &user, into: &out)
         }
     }
 
