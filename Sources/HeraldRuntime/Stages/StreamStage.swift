@@ -242,6 +242,7 @@ final class StreamStage {
         var batchStarted: ContinuousClock.Instant?
         var lastCheckpoint = ContinuousClock.now
         var sinceCheckpoint = 0
+        var lastIdleCommit = ContinuousClock.now
         let interval = Duration.microseconds(config.checkpointInterval.microseconds)
         while !stop.isSet {
             let messages = try consumer.poll(maxMessages: config.batchSize, timeout: .milliseconds(batch.isEmpty ? 100 : 0))
@@ -281,14 +282,16 @@ final class StreamStage {
                 if !writes.isEmpty { writer.submit(writes, started: .now) }
                 lastCheckpoint = .now
                 sinceCheckpoint = 0
-            } else if messages.isEmpty {
+            } else if messages.isEmpty, ContinuousClock.now - lastIdleCommit >= .milliseconds(500) {
                 try commitApplied(own: own, producer: producer)
+                lastIdleCommit = .now
             }
         }
     }
 
-    /// Idle: commits to Kafka, for lag tools, how far each checkpointed partition has been
-    /// read and applied, once the outputs so far are acknowledged. Between checkpoints an
+    /// Idle (at most twice a second): commits to Kafka, for lag tools, how far each
+    /// checkpointed partition has been read and applied, once the outputs so far are
+    /// acknowledged. Between checkpoints an
     /// idle stage would otherwise show as lag whatever arrived since the last one (for
     /// herald-shaper, herald-trigger's clock records every second). Where consumption
     /// resumes is still the checkpoint's business; a partition without a checkpoint, which
