@@ -676,14 +676,7 @@ struct ShopPlan: Sendable {
 
 extension Priority {
     /// One bit per priority, for sets of them as masks.
-    var bit: UInt8 {
-        switch self {
-        case .urgent: 1
-        case .high: 2
-        case .normal: 4
-        case .low: 8
-        }
-    }
+    var bit: UInt8 { 1 << rank }
 }
 
 struct ShaperUser: Sendable {
