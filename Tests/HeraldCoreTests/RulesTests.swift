@@ -248,3 +248,12 @@ import Testing
         ])
     }
 }
+
+@Suite struct PriorityTests {
+    /// A digest takes its most urgent member's priority (`min`); escalations sort the same way.
+    @Test func urgentSortsFirst() {
+        #expect(Priority.allCases.sorted() == [.urgent, .high, .normal, .low])
+        #expect([Priority.low, .high, .normal].min() == .high)
+        #expect(Priority.urgent < .low && !(Priority.normal < .high) && !(Priority.high < .high))
+    }
+}

@@ -53,3 +53,54 @@ import Testing
         #expect(tags.map(\.components) == [["event", "nested", "a"], ["user", "nickname"]])
     }
 }
+
+/// Slots of users the sweep removed are renumbered away once they are most of the table.
+@Suite struct ShaperSlotTests {
+    static func candidate(_ id: String, user: String, at t: Timestamp) -> Candidate {
+        Candidate(id: id, ruleID: "payment-failed", shopID: "s1", userID: user, priority: .high, channels: ["in_app"],
+                  template: "refund_notice", escalate: false, tags: [], triggerEventIDs: ["e-" + id], eventTime: t,
+                  firedAt: t, rulesVersion: "v", event: JSONObject([("order_id", .string("o-" + id))]),
+                  user: JSONObject())
+    }
+
+    /// Users `b0…b9` get messages deferred by quiet hours (23:00 in Asia/Shanghai, the rules'
+    /// default zone); then the daily sweep removes 5,000 other users whose seen ids are older
+    /// than 7 days and compacts the slots while b's wake-ups are pending; b's messages wake
+    /// as in a shaper that never had the others (`restoring`: from a checkpoint taken right
+    /// after the compaction).
+    static func run(withOthers: Bool, restoring: Bool = false) throws -> (outcomes: [Outcome], slots: Int, removed: Int) {
+        let rules = try loadRules(heraldYAML)
+        var shaper = Shaper(rules: rules)
+        var out: [Outcome] = []
+        if withOthers {
+            let t0 = Timestamp(rfc3339: "2026-10-31T20:00:00Z")!
+            for i in 0..<5000 { shaper.process(candidate("a\(i)", user: "a\(i)", at: t0), into: &out) }
+        }
+        _ = shaper.takeDirtyStates()  // tracking on from here
+        shaper.advance(to: Timestamp(rfc3339: "2026-11-06T22:00:00Z")!, into: &out)  // a sweep; the a users stay
+        out = []
+        let night = Timestamp(rfc3339: "2026-11-07T15:00:00Z")!
+        for i in 0..<10 { shaper.process(candidate("b\(i)", user: "b\(i)", at: night + .minutes(Int64(i))), into: &out) }
+        // The next sweep (a day after the last) removes the a users; b wakes at 00:00Z.
+        shaper.advance(to: Timestamp(rfc3339: "2026-11-07T23:00:00Z")!, into: &out)
+        let records = shaper.takeDirtyStates()
+        let removed = records.filter { $0.state == nil }.count
+        if restoring {
+            shaper = try Shaper.restore(rules: rules, meta: shaper.encodeMeta(), users: records.filter { $0.state != nil })
+        }
+        let slots = shaper.states.count
+        shaper.advance(to: Timestamp(rfc3339: "2026-11-08T01:00:00Z")!, into: &out)
+        return (out, slots, removed)
+    }
+
+    @Test func compactingKeepsUsersAndTimers() throws {
+        let alone = try Self.run(withOthers: false)
+        let withOthers = try Self.run(withOthers: true)
+        #expect(withOthers.slots == 10)
+        #expect(withOthers.removed == 5000)
+        #expect(withOthers.outcomes == alone.outcomes)
+        #expect(alone.outcomes.map(\.status) == Array(repeating: .deferred, count: 10) + Array(repeating: .sent, count: 10))
+        let restored = try Self.run(withOthers: true, restoring: true)
+        #expect(restored.outcomes == alone.outcomes)
+    }
+}

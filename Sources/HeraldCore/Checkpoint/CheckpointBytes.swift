@@ -276,39 +276,6 @@ extension Candidate {
     }
 }
 
-/// Per-user state that knows whether it changed since the last checkpoint.
-protocol DirtyTracked {
-    var dirty: Bool { get set }
-}
-
-extension ShaperUser: DirtyTracked {}
-
-enum DirtyStates {
-    /// The users listed in `keys` whose state changed, encoded, their flags cleared; a listed
-    /// user no longer in `users` was removed (one record with no state).
-    static func take<State: DirtyTracked>(_ keys: [UserKey], from users: inout [UserKey: State],
-                                          encode: (State) -> [UInt8]) -> [UserStateRecord] {
-        var out: [UserStateRecord] = []
-        out.reserveCapacity(keys.count)
-        var removed: Set<UserKey> = []
-        for key in keys {
-            if let i = users.index(forKey: key) {
-                guard users.values[i].dirty else { continue }
-                users.values[i].dirty = false
-                out.append(UserStateRecord(shopID: key.shop, userID: key.user, state: encode(users.values[i])))
-            } else if removed.insert(key).inserted {
-                out.append(UserStateRecord(shopID: key.shop, userID: key.user, state: nil))
-            }
-        }
-        return out
-    }
-
-    /// Every user's state, encoded.
-    static func all<State>(_ users: [UserKey: State], encode: (State) -> [UInt8]) -> [UserStateRecord] {
-        users.map { UserStateRecord(shopID: $0.key.shop, userID: $0.key.user, state: encode($0.value)) }
-    }
-}
-
 /// Several encoded parts kept as one checkpoint blob (a worker's partition state holds the
 /// engine's meta and its own), each prefixed with its length.
 public enum CheckpointParts {

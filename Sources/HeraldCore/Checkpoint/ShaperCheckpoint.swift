@@ -10,14 +10,30 @@ extension Shaper {
             tracksDirty = true
             return allStates()
         }
-        let out = DirtyStates.take(dirtyKeys, from: &users, encode: Self.encode)
-        dirtyKeys = []
+        var out: [UserStateRecord] = []
+        out.reserveCapacity(dirtySlots.count + removedKeys.count)
+        // A removed user that came back is listed as changed instead.
+        var removed: Set<UserKey> = []
+        for key in removedKeys where removed.insert(key).inserted {
+            if let slot = users.find(shop: key.shop, user: key.user), states[Int(slot)].present { continue }
+            out.append(UserStateRecord(shopID: key.shop, userID: key.user, state: nil))
+        }
+        for slot in dirtySlots where states[Int(slot)].present && states[Int(slot)].dirty {
+            states[Int(slot)].dirty = false
+            out.append(record(slot))
+        }
+        dirtySlots = []
+        removedKeys = []
         return out
     }
 
     /// Every user's state, encoded (for tests/benchmarks and a first full checkpoint).
     public func allStates() -> [UserStateRecord] {
-        DirtyStates.all(users, encode: Self.encode)
+        states.indices.filter { states[$0].present }.map { record(UInt32($0)) }
+    }
+
+    private func record(_ slot: UInt32) -> UserStateRecord {
+        UserStateRecord(shopID: users.shop(slot), userID: users.user(slot), state: Self.encode(states[Int(slot)]))
     }
 
     /// Partition-level state: clock, last sweep, timer sequence and the replay-drop counter.
@@ -45,20 +61,26 @@ extension Shaper {
         let sequence = try r.uvarint()
         shaper.replayedDropped = Int(truncatingIfNeeded: try r.uvarint())
         try r.finish()
-        var entries: [TimerHeap.Entry] = []
+        var entries: [TimerHeapOf<UInt32>.Entry] = []
         var maxTimer = sequence
-        shaper.users.reserveCapacity(users.count)
+        shaper.users.reserve(users.count)
+        shaper.states.reserveCapacity(users.count)
         for record in users {
             guard let bytes = record.state else { continue }
-            let key = UserKey(shop: record.shopID, user: record.userID)
             let user = try decode(bytes)
-            for w in user.windows { entries.append(.init(due: w.closesAt, sequence: w.timer, user: key)) }
-            for d in user.deferred { entries.append(.init(due: d.dueAt, sequence: d.timer, user: key)) }
+            let slot = shaper.slot(shop: record.shopID, user: record.userID)
+            for w in user.windows { entries.append(.init(due: w.closesAt, sequence: w.timer, user: slot)) }
+            for d in user.deferred { entries.append(.init(due: d.dueAt, sequence: d.timer, user: slot)) }
             maxTimer = max(maxTimer, user.windows.map(\.timer).max() ?? 0, user.deferred.map(\.timer).max() ?? 0)
-            shaper.users[key] = user
+            shaper.states[Int(slot)] = user
         }
-        entries.sort(by: TimerHeap.less)
-        for e in entries { shaper.timers.push(e) }
+        entries.sort(by: TimerHeapOf<UInt32>.less)
+        // Deferred messages of a user due at one time share a timer.
+        var last: (sequence: UInt64, slot: UInt32)?
+        for e in entries where last.map({ $0 != (e.sequence, e.user) }) ?? true {
+            shaper.timers.push(e)
+            last = (e.sequence, e.user)
+        }
         shaper.timerSequence = maxTimer
         return shaper
     }

@@ -47,10 +47,18 @@ public struct MessageTemplate: Sendable, Equatable {
 public enum Priority: String, Sendable, CaseIterable, Comparable {
     case urgent, high, normal, low
 
-    /// urgent sorts first.
-    public static func < (a: Priority, b: Priority) -> Bool {
-        allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)!
+    /// 0 for urgent, then 1, 2 and 3 for low.
+    public var rank: Int {
+        switch self {
+        case .urgent: 0
+        case .high: 1
+        case .normal: 2
+        case .low: 3
+        }
     }
+
+    /// urgent sorts first.
+    public static func < (a: Priority, b: Priority) -> Bool { a.rank < b.rank }
 }
 
 /// `orders.payment_failed`, `orders.*` or `*`.

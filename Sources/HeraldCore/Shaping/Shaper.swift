@@ -24,17 +24,27 @@ public struct Shaper: Sendable {
     /// Sent history older than this is never read again.
     private let historyHorizon: TimeSpan
     private let sweepInterval: TimeSpan
-    var users: [UserKey: ShaperUser] = [:]
-    var timers = TimerHeap()
+    /// Users interned to dense slots; their state is `states[slot]` and timers name the
+    /// slot, so waking a user needs no lookup. A user the sweep removes keeps its slot
+    /// (`present` false) until the user comes back or the sweep compacts the slots.
+    var users = UserSlots()
+    var states: [ShaperUser] = []
+    /// Slots whose state is present.
+    var liveUsers = 0
+    var timers = TimerHeapOf<UInt32>()
+    /// The quiet hours and cap in force for each shop, by the shop's index in `users`.
+    private var shopPlans: [ShopPlan] = []
     var timerSequence: UInt64 = 0
     private var timeZones: [String: TimeZone] = [:]
     var lastSweep: Timestamp?
     public internal(set) var clock: Timestamp?
     /// Candidates dropped at step 1 (an id seen before).
     public internal(set) var replayedDropped: Int = 0
-    /// Users changed or removed since the last checkpoint (`takeDirtyStates`); a user's
-    /// `dirty` flag says whether it is listed. A removed user's key may be listed twice.
-    var dirtyKeys: [UserKey] = []
+    /// Users changed since the last checkpoint (`takeDirtyStates`); a user's `dirty` flag
+    /// says whether its slot is listed. A slot may be listed twice (removed, then reused).
+    var dirtySlots: [UInt32] = []
+    /// Users removed since the last checkpoint; a key may be listed twice.
+    var removedKeys: [UserKey] = []
     /// Off until the first checkpoint (which takes every user) or a restore.
     var tracksDirty = false
 
@@ -49,7 +59,7 @@ public struct Shaper: Sendable {
         experiments = ex
         var p: [String: RulePlan] = [:]
         for r in rules.rules {
-            p[r.id] = RulePlan(ruleID: r.id, rule: r, policies: rules.policies, experiment: ex[r.id])
+            p[r.id] = RulePlan(ruleID: r.id, rule: r, policies: rules.policies, experiment: ex[r.id], templates: rules.templates)
         }
         plans = p
         var longest = rules.policies.dedupeWindow ?? TimeSpan(microseconds: 0)
@@ -67,7 +77,7 @@ public struct Shaper: Sendable {
     public var nextDue: Timestamp? { timers.first?.due }
 
     /// Users with state (for tests and metrics).
-    public var userCount: Int { users.count }
+    public var userCount: Int { liveUsers }
 
     // MARK: - Input
 
@@ -79,14 +89,13 @@ public struct Shaper: Sendable {
 
     public mutating func process(_ c: Candidate, into out: inout [Outcome]) {
         advance(to: c.firedAt, into: &out)
-        let key = UserKey(shop: c.shopID, user: c.userID)
-        // Taken out of the table by a swap at its index (one hash lookup, no copy) and
-        // swapped back when done; nothing below adds or removes users.
-        let slot = slot(for: key)
+        // Taken out of its slot by a swap (no copy) and swapped back when done; nothing
+        // below adds or removes users.
+        let slot = slot(shop: c.shopID, user: c.userID)
         var user = ShaperUser()
-        swap(&user, &users.values[slot])
-        defer { swap(&user, &users.values[slot]) }
-        markDirty(&user, key)
+        swap(&user, &states[Int(slot)])
+        defer { swap(&user, &states[Int(slot)]) }
+        markDirty(&user, slot)
         // 1. A candidate id seen before is dropped silently.
         let idHash = StableID.hash64(c.id)
         if user.seen.contains(where: { $0.hash == idHash }) {
@@ -99,38 +108,65 @@ public struct Shaper: Sendable {
         // A firing that failed in the trigger fails here, whatever the policies say.
         let plan = plan(for: c.ruleID)
         if c.failure != nil {
-            out.append(send(Message(c), plan: plan, decidedAt: now))
+            out.append(send(c, items: nil, plan: plan, decidedAt: now))
             return
         }
-        // 2. Opt-out.
-        var m = Message(c)
-        m.candidate.channels = user.preferences.allowedChannels(c.channels, rule: c.ruleID, priority: c.priority, at: now)
-        if m.candidate.channels.isEmpty {
-            out.append(Outcome(candidate: m.candidate, status: .suppressed, reason: "opted_out", decidedAt: now))
-            return
+        // 2. Opt-out. The candidate goes on as it is (borrowed, not copied) unless a channel
+        // is filtered out.
+        let channels = user.preferences.allowedChannels(c.channels, rule: c.ruleID, priority: c.priority, at: now)
+        if channels.isEmpty {
+            var suppressed = Outcome(candidate: c, status: .suppressed, reason: "opted_out", decidedAt: now)
+            suppressed.channels = channels
+            out.append(suppressed)
+        } else if channels.count == c.channels.count {
+            mergeOrDeliver(c, idHash: idHash, plan: plan, at: now, slot: slot, user: &user, into: &out)
+        } else {
+            var filtered = c
+            filtered.channels = channels
+            mergeOrDeliver(filtered, idHash: idHash, plan: plan, at: now, slot: slot, user: &user, into: &out)
         }
-        // 3. Merge.
+    }
+
+    /// Step 3, then steps 4–7 for a candidate not merged.
+    private mutating func mergeOrDeliver(_ c: Candidate, idHash: UInt64, plan: RulePlan, at now: Timestamp, slot: UInt32,
+                                         user: inout ShaperUser, into out: inout [Outcome]) {
         if let merge = plan.merge {
             if let i = user.windows.firstIndex(where: { $0.ruleID == c.ruleID }) {
-                user.windows[i].members.append(m.candidate)
+                user.windows[i].members.append(c)
             } else {
                 let due = now + merge.window
-                user.windows.append(MergeWindow(ruleID: c.ruleID, closesAt: due, members: [m.candidate], timer: schedule(due, key)))
+                user.windows.append(MergeWindow(ruleID: c.ruleID, closesAt: due, members: [c], timer: schedule(due, slot)))
             }
             return
         }
-        deliver(m, idHash: idHash, plan: plan, at: now, user: &user, into: &out)
+        deliver(c, items: nil, idHash: idHash, plan: plan, at: now, slot: slot, user: &user, into: &out)
     }
 
-    /// The index of `key`'s state in `users`, created empty if there is none.
-    private mutating func slot(for key: UserKey) -> Dictionary<UserKey, ShaperUser>.Index {
-        if let i = users.index(forKey: key) { return i }
-        users[key] = ShaperUser()
-        return users.index(forKey: key)!
+    /// The policies of the slot's shop, resolved once per shop.
+    private mutating func shopPlan(_ slot: UInt32) -> ShopPlan {
+        let i = users.shopIndex(of: slot)
+        while shopPlans.count <= i {
+            shopPlans.append(ShopPlan(rules.policies, shop: users.shops[shopPlans.count]))
+        }
+        return shopPlans[i]
+    }
+
+    /// The user's slot, its state present (created empty if there is none).
+    mutating func slot(shop: String, user: String) -> UInt32 {
+        let (slot, inserted) = users.insert(shop: shop, user: user)
+        if inserted {
+            states.append(ShaperUser())
+            liveUsers += 1
+        } else if !states[Int(slot)].present {
+            states[Int(slot)].present = true
+            liveUsers += 1
+        }
+        return slot
     }
 
     private func plan(for ruleID: String) -> RulePlan {
-        plans[ruleID] ?? RulePlan(ruleID: ruleID, rule: nil, policies: rules.policies, experiment: experiments[ruleID])
+        plans[ruleID] ?? RulePlan(ruleID: ruleID, rule: nil, policies: rules.policies, experiment: experiments[ruleID],
+                                  templates: rules.templates)
     }
 
     /// Applies a `behavior.preference_updated` event (SPEC §2). It counts for candidates
@@ -138,21 +174,21 @@ public struct Shaper: Sendable {
     public mutating func apply(preference event: Event) {
         guard event.topic == .behavior, event.type == "preference_updated",
               let subscribed = event.body["subscribed"]?.boolValue else { return }
-        let key = UserKey(shop: event.shopID, user: event.userID)
         let change = PreferenceChange(time: event.occurredAt, subscribed: subscribed,
                                       scope: OptOutScope(rule: event.body["rule"]?.stringValue,
                                                          channel: event.body["channel"]?.stringValue))
-        if tracksDirty {
-            if users[key]?.dirty != true { dirtyKeys.append(key) }
-            users[key, default: ShaperUser()].dirty = true
-        }
-        users[key, default: ShaperUser()].preferences.add(change)
+        let slot = slot(shop: event.shopID, user: event.userID)
+        var user = ShaperUser()
+        swap(&user, &states[Int(slot)])
+        markDirty(&user, slot)
+        user.preferences.add(change)
+        swap(&user, &states[Int(slot)])
     }
 
-    private mutating func markDirty(_ user: inout ShaperUser, _ key: UserKey) {
+    private mutating func markDirty(_ user: inout ShaperUser, _ slot: UInt32) {
         if tracksDirty, !user.dirty {
             user.dirty = true
-            dirtyKeys.append(key)
+            dirtySlots.append(slot)
         }
     }
 
@@ -180,9 +216,9 @@ public struct Shaper: Sendable {
 
     /// Steps 4–7 for a message decided at `now`.
     /// `idHash`: the hash of the message's notification id.
-    private mutating func deliver(_ m: Message, idHash: UInt64, plan: RulePlan, at now: Timestamp,
-                                  user: inout ShaperUser, into out: inout [Outcome]) {
-        let c = m.candidate
+    /// `items`: a digest's.
+    private mutating func deliver(_ c: Candidate, items: [JSONValue]?, idHash: UInt64, plan: RulePlan, at now: Timestamp,
+                                  slot: UInt32, user: inout ShaperUser, into out: inout [Outcome]) {
         // 4. Dedupe (keys, rules and chains compared by their 64-bit hashes).
         var dedupeKey: UInt64?
         // Only read for a message with a dedupe key.
@@ -191,7 +227,7 @@ public struct Shaper: Sendable {
             let key: UInt64
             if let template = plan.dedupeKey {
                 do {
-                    key = StableID.hash64(try render(template, m))
+                    key = StableID.hash64(try render(template, c, items))
                 } catch {
                     out.append(Outcome(candidate: c, status: .failed, reason: error.reason, decidedAt: now))
                     return
@@ -211,32 +247,32 @@ public struct Shaper: Sendable {
             dedupeKey = key
         }
         // 5. Quiet hours.
-        let policies = rules.policies.shops[c.shopID]
-        if let quiet = policies?.quietHours ?? rules.policies.quietHours, !quiet.bypass.contains(c.priority),
-           let end = Shaper.quietHoursEnd(quiet, at: now, zone: timeZone(for: c)) {
-            var deferred = Outcome(candidate: c, status: .deferred, reason: "quiet_hours", decidedAt: now)
-            deferred.dueAt = end
-            out.append(deferred)
+        let shop = shopPlan(slot)
+        if let quiet = shop.quiet, shop.quietBypass & c.priority.bit == 0,
+           let end = Shaper.quietHoursEnd(start: quiet.start, end: quiet.end, at: now, zone: timeZone(for: c)) {
+            out.append(Outcome(candidate: c, status: .deferred, reason: "quiet_hours", decidedAt: now))
+            out[out.count - 1].dueAt = end  // set in place: no copy of the outcome
             // The deferred message holds its dedupe key, so a second one during the night
             // is a duplicate rather than a second message in the morning.
             user.history.append(Delivery(id: idHash, rule: plan.ruleHash, dedupeKey: dedupeKey, chain: chain,
                                          time: now, sent: false))
-            user.deferred.append(DeferredMessage(message: m, dueAt: end,
-                                                 timer: schedule(end, UserKey(shop: c.shopID, user: c.userID))))
+            // One timer per user and due time: the first one fired wakes all the user's
+            // messages due by then, so a second would fire nothing.
+            let timer = user.deferred.first(where: { $0.dueAt == end })?.timer ?? schedule(end, slot)
+            user.deferred.append(DeferredMessage(message: Message(c, items: items), dueAt: end, timer: timer))
             return
         }
-        decide(m, idHash: idHash, plan: plan, at: now, dedupeKey: dedupeKey, chain: chain, held: false, user: &user,
-               into: &out)
+        decide(c, items: items, idHash: idHash, plan: plan, at: now, dedupeKey: dedupeKey, chain: chain, held: false,
+               shop: shop, user: &user, into: &out)
     }
 
     /// Steps 6–7.
     /// `held`: the message was deferred and holds a history entry (its dedupe key) to release.
-    private mutating func decide(_ m: Message, idHash: UInt64, plan: RulePlan, at now: Timestamp, dedupeKey: UInt64?,
-                                 chain: UInt64, held: Bool, user: inout ShaperUser, into out: inout [Outcome]) {
-        let c = m.candidate
+    private mutating func decide(_ c: Candidate, items: [JSONValue]?, idHash: UInt64, plan: RulePlan, at now: Timestamp,
+                                 dedupeKey: UInt64?, chain: UInt64, held: Bool, shop: ShopPlan, user: inout ShaperUser,
+                                 into out: inout [Outcome]) {
         // 6. Frequency cap: messages sent in the rolling window (now − per, now].
-        let policies = rules.policies.shops[c.shopID]
-        if let cap = policies?.frequencyCap ?? rules.policies.frequencyCap, !cap.bypass.contains(c.priority) {
+        if let cap = shop.cap, shop.capBypass & c.priority.bit == 0 {
             let from = now - cap.per
             var sent = 0
             for d in user.history where d.sent && d.time > from && d.time <= now { sent += 1 }
@@ -247,45 +283,45 @@ public struct Shaper: Sendable {
             }
         }
         // 7. Render and send.
-        let outcome = send(m, plan: plan, decidedAt: now)
+        out.append(send(c, items: items, plan: plan, decidedAt: now))  // read in place below: no copy
         if held { user.history.removeAll { $0.id == idHash } }
-        if outcome.status == .sent {
+        if out[out.count - 1].status == .sent {
             user.history.append(Delivery(id: idHash, rule: plan.ruleHash, dedupeKey: dedupeKey, chain: chain,
                                          time: now, sent: true))
         }
-        out.append(outcome)
     }
 
     /// Step 7: variant, render and send; a render error makes the outcome `failed` with its reason.
-    private func send(_ m: Message, plan: RulePlan, decidedAt: Timestamp) -> Outcome {
-        let c = m.candidate
-        var outcome = Outcome(candidate: c, status: .sent, reason: nil, decidedAt: decidedAt)
+    private func send(_ c: Candidate, items: [JSONValue]?, plan: RulePlan, decidedAt: Timestamp) -> Outcome {
         if let failure = c.failure {
-            outcome.status = .failed
-            outcome.reason = failure
-            return outcome
+            return Outcome(candidate: c, status: .failed, reason: failure, decidedAt: decidedAt)
         }
         var templateName = c.template
-        if m.items == nil, let experiment = plan.experiment {
-            let variant = Shaper.variant(of: experiment, shopID: c.shopID, userID: c.userID)
-            outcome.variant = variant.name
-            templateName = variant.template
+        var variant: String?
+        if items == nil, let experiment = plan.experiment {
+            let v = Shaper.variant(of: experiment, shopID: c.shopID, userID: c.userID)
+            variant = v.name
+            templateName = v.template
         }
-        guard let template = rules.templates[templateName] else {
-            outcome.status = .failed
-            outcome.reason = RenderError.templateError("unknown template \(templateName)").reason
-            return outcome
+        // Rendered first, then the outcome built once (no copy of it on either path).
+        var outcome: Outcome
+        if let template = plan.template(templateName) ?? rules.templates[templateName] {
+            do {
+                let title = try template.title.map { t throws(RenderError) in try render(t, c, items) }
+                let body = try render(template.body, c, items)
+                outcome = Outcome(candidate: c, status: .sent, reason: nil, decidedAt: decidedAt)
+                outcome.title = title
+                outcome.body = body
+                outcome.escalated = c.escalate
+            } catch {
+                outcome = Outcome(candidate: c, status: .failed, reason: error.reason, decidedAt: decidedAt)
+            }
+        } else {
+            outcome = Outcome(candidate: c, status: .failed,
+                              reason: RenderError.templateError("unknown template \(templateName)").reason,
+                              decidedAt: decidedAt)
         }
-        do {
-            outcome.title = try template.title.map { t throws(RenderError) in try render(t, m) }
-            outcome.body = try render(template.body, m)
-            outcome.escalated = c.escalate
-        } catch {
-            outcome.status = .failed
-            outcome.reason = error.reason
-            outcome.title = nil
-            outcome.body = nil
-        }
+        outcome.variant = variant
         return outcome
     }
 
@@ -309,16 +345,19 @@ public struct Shaper: Sendable {
     }
 
     /// Renders `template` for `m` in the user's time zone.
-    private func render(_ template: Template, _ m: Message) throws(RenderError) -> String {
-        try template.render(timeZone: timeZoneName(m.candidate)) { Shaper.lookup($0, in: m) }
+    private func render(_ template: Template, _ c: Candidate, _ items: [JSONValue]?) throws(RenderError) -> String {
+        try template.render(timeZone: timeZoneName(c)) { Shaper.lookup($0, c, items) }
     }
 
     /// The value at a template path (split at its dots) in the scope templates see:
     /// `event`, `user`, `rule` (its `id`), `notification` (`id`, `priority`, `channels`) and,
     /// for a digest, `items`. Only the root a path names is built.
     static func lookup(_ path: [String], in m: Message) -> JSONValue? {
+        lookup(path, m.candidate, m.items)
+    }
+
+    static func lookup(_ path: [String], _ c: Candidate, _ items: [JSONValue]?) -> JSONValue? {
         guard let first = path.first else { return nil }
-        let c = m.candidate
         var current: JSONValue
         switch first {
         case "event": current = .object(c.event)
@@ -330,7 +369,7 @@ public struct Shaper: Sendable {
                 ("channels", .array(c.channels.map(JSONValue.string))),
             ]))
         case "items":
-            guard let items = m.items else { return nil }
+            guard let items else { return nil }
             current = .array(items)
         default: return nil
         }
@@ -347,48 +386,56 @@ public struct Shaper: Sendable {
     // MARK: - Timers
 
     /// The timer's sequence, which a checkpoint keeps to rebuild the heap in the same order.
-    private mutating func schedule(_ due: Timestamp, _ key: UserKey) -> UInt64 {
+    private mutating func schedule(_ due: Timestamp, _ slot: UInt32) -> UInt64 {
         timerSequence += 1
-        timers.push(.init(due: due, sequence: timerSequence, user: key))
+        timers.push(.init(due: due, sequence: timerSequence, user: slot))
         return timerSequence
     }
 
-    private mutating func fire(_ timer: TimerHeap.Entry, into out: inout [Outcome]) {
-        guard let slot = users.index(forKey: timer.user) else { return }
+    private mutating func fire(_ timer: TimerHeapOf<UInt32>.Entry, into out: inout [Outcome]) {
+        let slot = timer.user
+        guard Int(slot) < states.count, states[Int(slot)].present else { return }
         var user = ShaperUser()
-        swap(&user, &users.values[slot])
-        defer { swap(&user, &users.values[slot]) }
-        markDirty(&user, timer.user)
+        swap(&user, &states[Int(slot)])
+        defer { swap(&user, &states[Int(slot)]) }
+        markDirty(&user, slot)
         let now = timer.due
         // Merge windows closing now, oldest first.
         while let i = user.windows.firstIndex(where: { $0.closesAt <= now }) {
             let window = user.windows.remove(at: i)
+            // An emptied array gives its buffer back: the next read of it is no cache miss.
+            if user.windows.isEmpty { user.windows = [] }
             let m = digest(of: window, at: window.closesAt, into: &out)
-            deliver(m, idHash: StableID.hash64(m.candidate.id), plan: plan(for: m.candidate.ruleID), at: window.closesAt,
-                    user: &user, into: &out)
+            deliver(m.candidate, items: m.items, idHash: StableID.hash64(m.candidate.id), plan: plan(for: m.candidate.ruleID),
+                    at: window.closesAt, slot: slot, user: &user, into: &out)
         }
         // Deferred messages waking now go on at step 6 with the same notification id, in
         // the order they were deferred (deciding one defers nothing, so one pass does).
-        var i = 0
-        while i < user.deferred.count {
-            guard user.deferred[i].dueAt <= now else {
-                i += 1
+        // They are moved out of the array taken from the user (`remove(at:)` moves;
+        // reading or iterating an element would copy the candidate); the rest go back in order.
+        guard user.deferred.contains(where: { $0.dueAt <= now }) else { return }
+        var pending: [DeferredMessage] = []
+        swap(&pending, &user.deferred)
+        while !pending.isEmpty {
+            let d = pending.remove(at: 0)
+            guard d.dueAt <= now else {
+                user.deferred.append(d)
                 continue
             }
-            let d = user.deferred.remove(at: i)
             let idHash = StableID.hash64(d.message.candidate.id)
             let held = user.history.first(where: { $0.id == idHash })
-            decide(d.message, idHash: idHash, plan: plan(for: d.message.candidate.ruleID), at: d.dueAt,
-                   dedupeKey: held?.dedupeKey, chain: held?.chain ?? 0,
-                   held: true, user: &user, into: &out)
+            decide(d.message.candidate, items: d.message.items, idHash: idHash, plan: plan(for: d.message.candidate.ruleID),
+                   at: d.dueAt, dedupeKey: held?.dedupeKey, chain: held?.chain ?? 0, held: true, shop: shopPlan(slot),
+                   user: &user, into: &out)
         }
     }
 
     /// Closes a merge window: one member goes on as itself; two or more become `merged`
     /// into a digest whose id derives from the first member's.
-    private func digest(of window: MergeWindow, at now: Timestamp, into out: inout [Outcome]) -> Message {
+    private func digest(of window: consuming MergeWindow, at now: Timestamp, into out: inout [Outcome]) -> Message {
+        // A single member is moved out of the window, not copied.
+        guard window.members.count > 1 else { return Message(window.members.removeLast()) }
         let first = window.members[0]
-        guard window.members.count > 1 else { return Message(first) }
         var d = first
         d.id = StableID.make(["digest", first.id])
         d.template = rulesByID[window.ruleID]?.merge?.template ?? first.template
@@ -428,21 +475,46 @@ public struct Shaper: Sendable {
     private mutating func sweep(now: Timestamp) {
         let historyFrom = now - historyHorizon
         let seenFrom = now - seenHorizon
-        // The keys are copied first: mutating values while iterating the dictionary would
-        // copy the whole table.
-        for key in Array(users.keys) {
-            guard var user = users.removeValue(forKey: key) else { continue }
+        for i in states.indices where states[i].present {
+            var user = ShaperUser()
+            swap(&user, &states[i])
             let size = (user.seen.count, user.history.count, user.preferences.pending.count)
             user.prune(historyFrom: historyFrom, seenFrom: seenFrom, foldUpTo: now - .hours(1))
             if size != (user.seen.count, user.history.count, user.preferences.pending.count) {
-                markDirty(&user, key)
+                markDirty(&user, UInt32(i))
             }
             if !user.isEmpty {
-                users[key] = user
-            } else if tracksDirty, !user.dirty {
-                dirtyKeys.append(key)  // removed: its row goes
+                swap(&user, &states[i])
+                continue
             }
+            // Removed: its row goes. A listed slot of a user no longer present is skipped.
+            states[i].present = false
+            liveUsers -= 1
+            if tracksDirty { removedKeys.append(users.key(UInt32(i))) }
         }
+        if states.count - liveUsers > max(liveUsers, 4096) { compact() }
+    }
+
+    /// Renumbers the slots of present users (when most slots are of removed ones). Timers
+    /// keep their order: only the slot they name changes. No timer names a removed user:
+    /// the sweep runs after every timer due by then has fired, and a user with a pending
+    /// window or deferred message is not empty.
+    mutating func compact() {
+        var fresh = UserSlots()
+        fresh.reserve(liveUsers)
+        var kept: [ShaperUser] = []
+        kept.reserveCapacity(liveUsers)
+        var map = [UInt32](repeating: .max, count: states.count)
+        for i in states.indices where states[i].present {
+            let key = users.key(UInt32(i))
+            map[i] = fresh.insert(shop: key.shop, user: key.user).slot
+            kept.append(states[i])
+        }
+        users = fresh
+        states = kept
+        shopPlans = []  // shops are numbered anew
+        timers.mapTargets { map[Int($0)] }
+        dirtySlots = dirtySlots.compactMap { map[Int($0)] == .max ? nil : map[Int($0)] }
     }
 
     // MARK: - Time zones
@@ -461,6 +533,12 @@ public struct Shaper: Sendable {
 
     /// When `at` falls in quiet hours in `zone`: the UTC instant they end; else nil.
     static func quietHoursEnd(_ q: Policies.QuietHours, at: Timestamp, zone: TimeZone) -> Timestamp? {
+        quietHoursEnd(start: q.start, end: q.end, at: at, zone: zone)
+    }
+
+    /// `start`, `end`: minutes of the local day.
+    static func quietHoursEnd(start: Int, end: Int, at: Timestamp, zone: TimeZone) -> Timestamp? {
+        let q = (start: start, end: end)
         guard q.start != q.end else { return nil }
         let seconds = at.microseconds.floorDiv(1_000_000)
         let offset = Int64(zone.secondsFromGMT(for: Date(timeIntervalSince1970: TimeInterval(seconds))))
@@ -542,18 +620,30 @@ struct Delivery: Sendable, Equatable {
     }
 }
 
-/// What steps 3–7 need of one rule, resolved when the shaper is made.
-struct RulePlan: Sendable {
+/// What steps 3–7 need of one rule, resolved when the shaper is made (a class: looking
+/// it up retains one reference, not each of its members).
+final class RulePlan: Sendable {
     /// `StableID.hash64` of the rule id, as history records it.
-    var ruleHash: UInt64
+    let ruleHash: UInt64
     /// A merge window longer than zero.
-    var merge: Rule.Merge?
+    let merge: Rule.Merge?
     /// The rule's dedupe window or the default; nil when dedupe is off (none, or `0s`).
-    var dedupeWindow: TimeSpan?
-    var dedupeKey: Template?
-    var experiment: Experiment?
+    let dedupeWindow: TimeSpan?
+    let dedupeKey: Template?
+    let experiment: Experiment?
+    /// The templates its candidates name (the rule's and its variants'), by name.
+    let templates: [(name: String, template: MessageTemplate)]
 
-    init(ruleID: String, rule: Rule?, policies: Policies, experiment: Experiment?) {
+    func template(_ name: String) -> MessageTemplate? {
+        templates.first(where: { $0.name == name })?.template
+    }
+
+    init(ruleID: String, rule: Rule?, policies: Policies, experiment: Experiment?, templates all: [String: MessageTemplate]) {
+        var named: [(name: String, template: MessageTemplate)] = []
+        for name in [rule?.notify.template].compactMap({ $0 }) + (experiment?.variants.map(\.template) ?? []) {
+            if let t = all[name], !named.contains(where: { $0.name == name }) { named.append((name, t)) }
+        }
+        templates = named
         ruleHash = StableID.hash64(ruleID)
         merge = rule?.merge.flatMap { $0.window.microseconds > 0 ? $0 : nil }
         let window = rule?.dedupe?.window ?? policies.dedupeWindow
@@ -563,7 +653,35 @@ struct RulePlan: Sendable {
     }
 }
 
+/// The quiet hours and frequency cap of one shop (its own or the defaults), as plain values.
+struct ShopPlan: Sendable {
+    var quiet: (start: Int, end: Int)?
+    /// `Priority.bit`s that bypass them.
+    var quietBypass: UInt8 = 0
+    var cap: (max: Int, per: TimeSpan)?
+    var capBypass: UInt8 = 0
+
+    init(_ policies: Policies, shop: String) {
+        let own = policies.shops[shop]
+        if let q = own?.quietHours ?? policies.quietHours {
+            quiet = (q.start, q.end)
+            quietBypass = q.bypass.reduce(0) { $0 | $1.bit }
+        }
+        if let c = own?.frequencyCap ?? policies.frequencyCap {
+            cap = (c.max, c.per)
+            capBypass = c.bypass.reduce(0) { $0 | $1.bit }
+        }
+    }
+}
+
+extension Priority {
+    /// One bit per priority, for sets of them as masks.
+    var bit: UInt8 { 1 << rank }
+}
+
 struct ShaperUser: Sendable {
+    /// False once the sweep removed the user (its slot not yet reused or compacted away).
+    var present = true
     var seen: [(hash: UInt64, time: Timestamp)] = []
     var history: [Delivery] = []
     var windows: [MergeWindow] = []

@@ -21,6 +21,11 @@ struct TimerHeapOf<Target: Sendable>: Sendable {
 
     mutating func reserveCapacity(_ n: Int) { entries.reserveCapacity(n) }
 
+    /// Changes whose timer each entry is; the order (due, sequence) stays.
+    mutating func mapTargets(_ f: (Target) -> Target) {
+        for i in entries.indices { entries[i].user = f(entries[i].user) }
+    }
+
     mutating func push(_ e: Entry) {
         entries.append(e)
         var i = entries.count - 1
@@ -49,6 +54,3 @@ struct TimerHeapOf<Target: Sendable>: Sendable {
         return top
     }
 }
-
-/// The shaper's timers, by user key.
-typealias TimerHeap = TimerHeapOf<UserKey>

@@ -23,7 +23,7 @@ struct UserSlots: Sendable {
     func shop(_ slot: UInt32) -> String { shops[shopIndex(of: slot)] }
     func user(_ slot: UInt32) -> String { users[Int(slot)] }
 
-    private func shopIndex(of slot: UInt32) -> Int {
+    func shopIndex(of slot: UInt32) -> Int {
         wide ? Int(wideShops[Int(slot)]) : Int(narrowShops[Int(slot)])
     }
 

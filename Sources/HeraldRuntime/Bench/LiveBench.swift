@@ -109,10 +109,10 @@ public final class StageLag {
     /// A check, to call until it is true, that every stage has committed what its inputs
     /// held once the stages before it were drained (the first stage: at the first call).
     /// Not "every lag is 0": herald-trigger publishes its clock on herald.candidates every
-    /// second while idle, so herald-shaper, which commits at its checkpoints, is never at
-    /// exactly the end for long; and herald-trigger applies (and commits) its newest events
-    /// only once the wall clock less `--grace` has passed them, and then has more
-    /// candidates for the shaper.
+    /// second while idle, so herald-shaper is at exactly the end only between two clock
+    /// records; and herald-trigger applies (and commits) its newest events only once the
+    /// wall clock less `--grace` has passed them, and then has more candidates for the
+    /// shaper.
     public func drain() -> () -> Bool {
         var targets: [String: [TopicPartition: Int64]] = [:]
         return { [self] in

@@ -125,6 +125,9 @@ final class ShaperHandler: StageHandler {
         return PartitionChanges(meta: meta, users: users)
     }
 
+    /// Nothing read is left out of the state: waiting candidates are in it.
+    func unapplied(_ partition: Int32) -> [String: Int64] { [:] }
+
     func restore(_ checkpoint: StoredCheckpoint) throws {
         guard let meta = checkpoint.meta else {
             partitions[checkpoint.partition] = nil

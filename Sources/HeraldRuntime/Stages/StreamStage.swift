@@ -25,9 +25,6 @@ struct PartitionChanges {
     var users: [UserStateRecord]
     var seen: [SeenEventsChunk] = []
     var seenGenerations: [Timestamp]?
-    /// Per input topic, an offset before the consumed position where reading must resume
-    /// after a restart: the handler holds those messages without their effect in the state.
-    var resumeAt: [String: Int64] = [:]
 }
 
 /// What a stage does with its input; called on the stage's own thread.
@@ -40,6 +37,10 @@ protocol StageHandler: AnyObject {
     func tick(progress: PartitionPositions, into out: inout [OutputRecord])
     /// The partition-level state and the users changed since the last call.
     func changes(_ partition: Int32) -> PartitionChanges
+    /// Per input topic, the offset of the oldest message read but held without its effect
+    /// in the state (empty when none): reading resumes there after a restart, and lag tools
+    /// do not count it as done.
+    func unapplied(_ partition: Int32) -> [String: Int64]
     /// Replaces the partition's state with a stored checkpoint (empty when it has none).
     func restore(_ checkpoint: StoredCheckpoint) throws
     /// Forgets the partition's state.
@@ -185,6 +186,8 @@ final class StreamStage {
             var next: [String: Int64]
             var saved: [String: Int64]
             var savedMeta: [UInt8]?
+            /// What this session has committed to Kafka (for lag tools), per input topic.
+            var kafka: [String: Int64] = [:]
         }
         var owned: [Int32: Owned] = [:]
         /// Checkpointed at revocation; the handler still holds their state.
@@ -239,6 +242,7 @@ final class StreamStage {
         var batchStarted: ContinuousClock.Instant?
         var lastCheckpoint = ContinuousClock.now
         var sinceCheckpoint = 0
+        var lastIdleCommit = ContinuousClock.now
         let interval = Duration.microseconds(config.checkpointInterval.microseconds)
         while !stop.isSet {
             let messages = try consumer.poll(maxMessages: config.batchSize, timeout: .milliseconds(batch.isEmpty ? 100 : 0))
@@ -278,7 +282,44 @@ final class StreamStage {
                 if !writes.isEmpty { writer.submit(writes, started: .now) }
                 lastCheckpoint = .now
                 sinceCheckpoint = 0
+            } else if messages.isEmpty, ContinuousClock.now - lastIdleCommit >= .milliseconds(500) {
+                try commitApplied(own: own, producer: producer)
+                lastIdleCommit = .now
             }
+        }
+    }
+
+    /// Idle (at most twice a second): commits to Kafka, for lag tools, how far each
+    /// checkpointed partition has been read and applied, once the outputs so far are
+    /// acknowledged. Between checkpoints an
+    /// idle stage would otherwise show as lag whatever arrived since the last one (for
+    /// herald-shaper, herald-trigger's clock records every second). Where consumption
+    /// resumes is still the checkpoint's business; a partition without a checkpoint, which
+    /// would resume at its committed offset, is left alone.
+    private func commitApplied(own: Ownership, producer: KafkaProducer) throws {
+        var commit: [TopicPartition: Int64] = [:]
+        for (p, o) in own.owned where o.savedMeta != nil {
+            for (topic, offset) in o.next.merging(handler.unapplied(p), uniquingKeysWith: min)
+            where offset > (o.kafka[topic] ?? -1) {
+                commit[TopicPartition(topic, p)] = offset
+            }
+        }
+        guard !commit.isEmpty else { return }
+        try own.monitor?.flush(producer, timeout: .seconds(60))
+        commitToKafka(commit, own: own)
+    }
+
+    /// Commits offsets for lag tools, never behind what this session committed before (a
+    /// checkpoint finishing after an idle commit holds older offsets); failures only warn.
+    private func commitToKafka(_ offsets: [TopicPartition: Int64], own: Ownership) {
+        let ahead = offsets.filter { tp, offset in offset > (own.owned[tp.partition]?.kafka[tp.topic] ?? -1) }
+        guard !ahead.isEmpty else { return }
+        do {
+            try own.consumer?.commit(ahead)
+            for (tp, offset) in ahead { own.owned[tp.partition]?.kafka[tp.topic] = offset }
+            own.monitor?.committed(ahead)
+        } catch {
+            logger.warning("cannot commit offsets to Kafka", metadata: ["error": "\(error)"])
         }
     }
 
@@ -288,7 +329,7 @@ final class StreamStage {
         for p in partitions {
             guard let o = own.owned[p] else { continue }
             let c = handler.changes(p)
-            let offsets = o.next.merging(c.resumeAt, uniquingKeysWith: min)
+            let offsets = o.next.merging(handler.unapplied(p), uniquingKeysWith: min)
             if c.users.isEmpty, c.seen.isEmpty, offsets == o.saved, c.meta == o.savedMeta { continue }
             // Nothing read yet: a checkpoint now would pin the start to the topics' beginning.
             if c.users.isEmpty, o.next.isEmpty, o.savedMeta == nil { continue }
@@ -348,12 +389,7 @@ final class StreamStage {
             "partitions": "\(writes.map(\.partition))", "users": "\(writes.reduce(0) { $0 + $1.users.count })",
         ])
         // For lag tools only: the checkpoint, not Kafka, decides where consumption resumes.
-        do {
-            try own.consumer?.commit(commit)
-            own.monitor?.committed(commit)
-        } catch {
-            logger.warning("cannot commit checkpointed offsets to Kafka", metadata: ["error": "\(error)"])
-        }
+        commitToKafka(commit, own: own)
     }
 
     /// Claims and loads the assigned partition numbers; returns where to start reading.

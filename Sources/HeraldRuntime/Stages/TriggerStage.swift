@@ -134,14 +134,18 @@ final class TriggerHandler: StageHandler {
         defer { partitions[partition] = state }
         let users = state.engine.takeDirtyStates()
         let seen = state.engine.takeNewSeenEvents()
-        // Events held unapplied are read again after a restart (applied ones that come
-        // again are repeated ids, which the engine ignores).
-        var resume: [String: Int64] = [:]
-        for (input, offset) in state.order.oldestOffsets() {
-            resume[input == EventOrder.input(.orders) ? topics.orders : topics.behavior] = offset
-        }
         return PartitionChanges(meta: state.engine.encodeMeta(), users: users, seen: seen,
-                                seenGenerations: state.engine.seenGenerations, resumeAt: resume)
+                                seenGenerations: state.engine.seenGenerations)
+    }
+
+    /// Events held in event-time order are read again after a restart (applied ones that
+    /// come again are repeated ids, which the engine ignores).
+    func unapplied(_ partition: Int32) -> [String: Int64] {
+        var out: [String: Int64] = [:]
+        for (input, offset) in partitions[partition]?.order.oldestOffsets() ?? [:] {
+            out[input == EventOrder.input(.orders) ? topics.orders : topics.behavior] = offset
+        }
+        return out
     }
 
     func restore(_ checkpoint: StoredCheckpoint) throws {
