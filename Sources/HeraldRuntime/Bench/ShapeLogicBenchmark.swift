@@ -104,7 +104,6 @@ public struct ShapeLogicBenchmark {
         return Result(candidates: input.count, users: users, outcomes: counts.reduce(0, +),
                       shapeCPS: Double(input.count) / seconds, shapeCPUCPS: Double(input.count) / cpu, byStatus: byStatus)
     }
-
 }
 
 /// CPU time of the calling thread: the benchmarks' one-core rates, which the shared
