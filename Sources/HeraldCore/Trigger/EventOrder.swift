@@ -19,19 +19,20 @@ public struct EventOrder: Sendable {
         public var input: Int
         /// Where it was read (the Kafka offset, or the line in replay).
         public var offset: Int64
-        var sequence: UInt64
+    }
 
-        fileprivate static func < (a: Entry, b: Entry) -> Bool {
-            if a.event.occurredAt != b.event.occurredAt { return a.event.occurredAt < b.event.occurredAt }
-            if a.input != b.input { return a.input < b.input }
-            return a.sequence < b.sequence
-        }
+    /// What the heap holds for an event (its time and input are in the heap's key).
+    private struct Held: Sendable {
+        var event: Event
+        var offset: Int64
     }
 
     /// Events held at most; beyond it the oldest leaves before the watermark reaches it (0:
     /// none are held, events are applied in the order read).
     public let limit: Int
-    private var heap: [Entry] = []
+    /// By (occurred_at, input, arrival): the timers' heap, with the input in the top bit of
+    /// the sequence and the arrival below it.
+    private var heap = TimerHeapOf<Held>()
     private var sequence: UInt64 = 0
     private var lastOut: (time: Timestamp, input: Int)?
     /// Events that arrived behind one already applied (see the type's comment).
@@ -41,6 +42,8 @@ public struct EventOrder: Sendable {
 
     /// The input index of a topic: `orders` first at equal times.
     public static func input(_ topic: LogicalTopic) -> Int { topic == .orders ? 0 : 1 }
+
+    private static func input(of e: TimerHeapOf<Held>.Entry) -> Int { Int(e.sequence >> 63) }
 
     public init(limit: Int = 100_000) {
         self.limit = max(0, limit)
@@ -54,14 +57,8 @@ public struct EventOrder: Sendable {
             late += 1
         }
         sequence &+= 1
-        heap.append(Entry(event: event, input: input, offset: offset, sequence: sequence))
-        var i = heap.count - 1
-        while i > 0 {
-            let parent = (i - 1) / 2
-            guard heap[i] < heap[parent] else { break }
-            heap.swapAt(i, parent)
-            i = parent
-        }
+        heap.push(.init(due: event.occurredAt, sequence: UInt64(input) << 63 | sequence,
+                        user: Held(event: event, offset: offset)))
     }
 
     /// The next event to apply once every input has progressed to `watermark` (nil: some
@@ -70,7 +67,7 @@ public struct EventOrder: Sendable {
     /// would go before it.
     public mutating func next(upTo watermark: Timestamp?) -> Entry? {
         guard let head = heap.first else { return nil }
-        if let w = watermark, head.event.occurredAt < w || (head.event.occurredAt == w && head.input == 0) {
+        if let w = watermark, head.due < w || (head.due == w && Self.input(of: head) == 0) {
             return pop()
         }
         if heap.count > limit {
@@ -84,7 +81,7 @@ public struct EventOrder: Sendable {
     public mutating func drain() -> [Entry] {
         var out: [Entry] = []
         out.reserveCapacity(heap.count)
-        while !heap.isEmpty { out.append(pop()) }
+        while let e = pop() { out.append(e) }
         return out
     }
 
@@ -92,27 +89,17 @@ public struct EventOrder: Sendable {
     /// events to be applied after a restart.
     public func oldestOffsets() -> [Int: Int64] {
         var out: [Int: Int64] = [:]
-        for e in heap { out[e.input] = min(out[e.input] ?? e.offset, e.offset) }
+        for e in heap.entries {
+            let input = Self.input(of: e)
+            out[input] = min(out[input] ?? e.user.offset, e.user.offset)
+        }
         return out
     }
 
-    private mutating func pop() -> Entry {
-        let top = heap[0]
-        let last = heap.removeLast()
-        if !heap.isEmpty {
-            heap[0] = last
-            var i = 0
-            while true {
-                let l = 2 * i + 1, r = l + 1
-                var m = i
-                if l < heap.count, heap[l] < heap[m] { m = l }
-                if r < heap.count, heap[r] < heap[m] { m = r }
-                if m == i { break }
-                heap.swapAt(i, m)
-                i = m
-            }
-        }
-        lastOut = (top.event.occurredAt, top.input)
-        return top
+    private mutating func pop() -> Entry? {
+        guard let top = heap.pop() else { return nil }
+        let input = Self.input(of: top)
+        lastOut = (top.due, input)
+        return Entry(event: top.user.event, input: input, offset: top.user.offset)
     }
 }
