@@ -297,27 +297,31 @@ final class StreamStage {
     /// resumes is still the checkpoint's business; a partition without a checkpoint, which
     /// would resume at its committed offset, is left alone.
     private func commitApplied(own: Ownership, producer: KafkaProducer) throws {
-        var commit: [TopicPartition: Int64] = [:]
+        var applied: [TopicPartition: Int64] = [:]
         for (p, o) in own.owned where o.savedMeta != nil {
-            for (topic, offset) in o.next.merging(handler.unapplied(p), uniquingKeysWith: min)
-            where offset > (o.kafka[topic] ?? -1) {
-                commit[TopicPartition(topic, p)] = offset
+            for (topic, offset) in o.next.merging(handler.unapplied(p), uniquingKeysWith: min) {
+                applied[TopicPartition(topic, p)] = offset
             }
         }
-        guard !commit.isEmpty else { return }
+        let ahead = aheadOfKafka(applied, own: own)
+        guard !ahead.isEmpty else { return }
         try own.monitor?.flush(producer, timeout: .seconds(60))
-        commitToKafka(commit, own: own)
+        commitToKafka(ahead, own: own)
     }
 
-    /// Commits offsets for lag tools, never behind what this session committed before (a
-    /// checkpoint finishing after an idle commit holds older offsets); failures only warn.
+    /// The offsets beyond what this session has committed to Kafka: Kafka's offset never
+    /// moves back (a checkpoint finishing after an idle commit holds older offsets).
+    private func aheadOfKafka(_ offsets: [TopicPartition: Int64], own: Ownership) -> [TopicPartition: Int64] {
+        offsets.filter { tp, offset in offset > (own.owned[tp.partition]?.kafka[tp.topic] ?? -1) }
+    }
+
+    /// Commits offsets (from `aheadOfKafka`) for lag tools; failures only warn.
     private func commitToKafka(_ offsets: [TopicPartition: Int64], own: Ownership) {
-        let ahead = offsets.filter { tp, offset in offset > (own.owned[tp.partition]?.kafka[tp.topic] ?? -1) }
-        guard !ahead.isEmpty else { return }
+        guard !offsets.isEmpty else { return }
         do {
-            try own.consumer?.commit(ahead)
-            for (tp, offset) in ahead { own.owned[tp.partition]?.kafka[tp.topic] = offset }
-            own.monitor?.committed(ahead)
+            try own.consumer?.commit(offsets)
+            for (tp, offset) in offsets { own.owned[tp.partition]?.kafka[tp.topic] = offset }
+            own.monitor?.committed(offsets)
         } catch {
             logger.warning("cannot commit offsets to Kafka", metadata: ["error": "\(error)"])
         }
@@ -389,7 +393,7 @@ final class StreamStage {
             "partitions": "\(writes.map(\.partition))", "users": "\(writes.reduce(0) { $0 + $1.users.count })",
         ])
         // For lag tools only: the checkpoint, not Kafka, decides where consumption resumes.
-        commitToKafka(commit, own: own)
+        commitToKafka(aheadOfKafka(commit, own: own), own: own)
     }
 
     /// Claims and loads the assigned partition numbers; returns where to start reading.

@@ -44,8 +44,8 @@ final class TriggerHandler: StageHandler {
     private var published: [Int32: (time: Timestamp, at: ContinuousClock.Instant)] = [:]
     /// Between two watermarks published while events flow or candidates are published, and
     /// while only the wall clock moves them (idle partitions: herald-shaper's quiet-hour
-    /// wake-ups and merge windows need no finer clock, and every record is lag on
-    /// herald.candidates until the shaper's next checkpoint commits it).
+    /// wake-ups and merge windows need no finer clock, and every record is one more message
+    /// for the shaper to read and commit).
     static let watermarkInterval: Duration = .milliseconds(20)
     static let idleWatermarkInterval: Duration = .seconds(1)
 
