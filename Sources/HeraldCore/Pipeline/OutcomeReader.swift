@@ -72,12 +72,7 @@ struct OutcomeReader {
                     case 10: title = try p.parseOptionalString()
                     case 11: body = try p.parseOptionalString()
                     case 12: mergedInto = try p.parseOptionalString()
-                    case 13:
-                        if p.peek == UInt8(ascii: "n") {
-                            try p.expectLiteral("null")
-                        } else {
-                            dueAt = try p.parseTimestamp()
-                        }
+                    case 13: dueAt = try p.parseNullable { p throws(JSONParseError) in try p.parseTimestamp() }
                     case 14: escalated = try p.parseBool()
                     case 15: tags = try p.parseStrings()
                     case 16: triggerEventIDs = try p.parseStrings()
@@ -126,13 +121,19 @@ extension JSONScanner {
         index += 1
     }
 
+    /// At a string's opening quote: the index of its closing quote if no escape comes before
+    /// it (the bytes between are then the string's, once checked), else nil.
+    func plainStringEnd() -> Int? {
+        var end = index + 1
+        while end < bytes.count, bytes[end] != UInt8(ascii: "\""), bytes[end] != UInt8(ascii: "\\") { end += 1 }
+        return end < bytes.count && bytes[end] == UInt8(ascii: "\"") ? end : nil
+    }
+
     /// At a member's opening quote: the index in `keys` of its plain (unescaped) name, its
     /// closing quote consumed; nil, with nothing consumed, for any other name.
     mutating func knownKey(_ keys: [[UInt8]], guess: Int) throws(JSONParseError) -> Int? {
         guard peek == UInt8(ascii: "\"") else { throw error("expected a string key") }
-        var end = index + 1
-        while end < bytes.count, bytes[end] != UInt8(ascii: "\""), bytes[end] != UInt8(ascii: "\\") { end += 1 }
-        guard end < bytes.count, bytes[end] == UInt8(ascii: "\"") else { return nil }
+        guard let end = plainStringEnd() else { return nil }
         let name = UnsafeBufferPointer(rebasing: bytes[(index + 1)..<end])
         func matches(_ k: Int) -> Bool { keys[k].elementsEqual(name) }
         var found: Int?
@@ -151,12 +152,17 @@ extension JSONScanner {
         return try parseString()
     }
 
-    mutating func parseOptionalString() throws(JSONParseError) -> String? {
+    /// `null`, or what `read` reads.
+    mutating func parseNullable<T>(_ read: (inout JSONScanner) throws(JSONParseError) -> T) throws(JSONParseError) -> T? {
         if peek == UInt8(ascii: "n") {
             try expectLiteral("null")
             return nil
         }
-        return try parseStringValue()
+        return try read(&self)
+    }
+
+    mutating func parseOptionalString() throws(JSONParseError) -> String? {
+        try parseNullable { p throws(JSONParseError) in try p.parseStringValue() }
     }
 
     mutating func parseBool() throws(JSONParseError) -> Bool {
@@ -190,10 +196,8 @@ extension JSONScanner {
     /// is ASCII, so the bytes are the string's).
     mutating func parseTimestamp() throws(JSONParseError) -> Timestamp {
         guard peek == UInt8(ascii: "\"") else { throw error("expected a string") }
-        var end = index + 1
-        while end < bytes.count, bytes[end] != UInt8(ascii: "\""), bytes[end] != UInt8(ascii: "\\") { end += 1 }
         let t: Timestamp?
-        if end < bytes.count, bytes[end] == UInt8(ascii: "\"") {
+        if let end = plainStringEnd() {
             t = Timestamp(rfc3339Bytes: UnsafeBufferPointer(rebasing: bytes[(index + 1)..<end]))
             index = end + 1
         } else {
