@@ -85,19 +85,16 @@ public struct ShapeLogicBenchmark {
             }
             out.removeAll(keepingCapacity: true)
         }
-        let start = ContinuousClock.now
-        let cpuStart = ThreadCPUClock.seconds()
-        // By index: the candidate is passed from the array as it is, not copied out of it
-        // (14 retains and releases a candidate that are no part of shaping).
-        for i in input.indices {
-            shaper.process(input[i], into: &out)
+        let (seconds, cpu) = ThreadCPUClock.measure {
+            // By index: the candidate is passed from the array as it is, not copied out of it
+            // (14 retains and releases a candidate that are no part of shaping).
+            for i in input.indices {
+                shaper.process(input[i], into: &out)
+                tally()
+            }
+            shaper.advance(to: input.last.map { $0.firedAt + .days(1) } ?? .now, into: &out)
             tally()
         }
-        shaper.advance(to: input.last.map { $0.firedAt + .days(1) } ?? .now, into: &out)
-        tally()
-        let d = ContinuousClock.now - start
-        let cpu = ThreadCPUClock.seconds() - cpuStart
-        let seconds = Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
         var byStatus: [String: Int] = [:]
         for (i, status) in OutcomeStatus.allCases.enumerated() where counts[i] > 0 { byStatus[status.rawValue] = counts[i] }
         for (r, n) in reasons { byStatus["reason " + r] = n }
@@ -113,5 +110,15 @@ enum ThreadCPUClock {
         var t = timespec()
         clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t)
         return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
+    }
+
+    /// Wall and thread CPU seconds of `body`.
+    static func measure(_ body: () throws -> Void) rethrows -> (wall: Double, cpu: Double) {
+        let start = ContinuousClock.now
+        let cpuStart = seconds()
+        try body()
+        let cpu = seconds() - cpuStart
+        let d = ContinuousClock.now - start
+        return (Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18, cpu)
     }
 }

@@ -54,7 +54,7 @@ public struct TriggerLogicBenchmark {
         // Parsing alone.
         var parsed: [Event] = []
         parsed.reserveCapacity(raw.count)
-        let (parseSeconds, parseCPU) = try measure {
+        let (parseSeconds, parseCPU) = try ThreadCPUClock.measure {
             for (topic, bytes) in raw { parsed.append(try EventDecoder.decode(bytes, topic: topic).get()) }
         }
 
@@ -63,7 +63,7 @@ public struct TriggerLogicBenchmark {
         var engine = TriggerEngine(rules: rules)
         var out: [TriggerOutput] = []
         var candidates = 0
-        let (triggerSeconds, triggerCPU) = measure {
+        let (triggerSeconds, triggerCPU) = ThreadCPUClock.measure {
             // By index: `for e in parsed` copies each event, retaining its body (a cache miss
             // on a long-parsed event that the worker, which processes an event as it parses
             // it, does not pay; the engine itself touches most events' bodies not at all).
@@ -80,7 +80,7 @@ public struct TriggerLogicBenchmark {
 
         // Parsing and rule evaluation together, as the worker does.
         var fresh = TriggerEngine(rules: rules)
-        let (bothSeconds, bothCPU) = try measure {
+        let (bothSeconds, bothCPU) = try ThreadCPUClock.measure {
             for (topic, bytes) in raw {
                 out.removeAll(keepingCapacity: true)
                 let e = try EventDecoder.decode(bytes, topic: topic).get()
@@ -97,15 +97,4 @@ public struct TriggerLogicBenchmark {
             parseAndTriggerCPUEPS: Double(events) / bothCPU, candidateShare: Double(candidates) / Double(events),
             stateBytesPerUser: stateBytes / Double(max(usersWithState, 1)))
     }
-
-    /// Wall and thread CPU seconds of `body`.
-    func measure(_ body: () throws -> Void) rethrows -> (wall: Double, cpu: Double) {
-        let start = ContinuousClock.now
-        let cpuStart = ThreadCPUClock.seconds()
-        try body()
-        let cpu = ThreadCPUClock.seconds() - cpuStart
-        let d = ContinuousClock.now - start
-        return (Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18, cpu)
-    }
-
 }
