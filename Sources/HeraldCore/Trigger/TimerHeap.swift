@@ -1,7 +1,7 @@
 /// A min-heap of timers by (due, sequence): the sequence breaks ties in creation order, so
-/// timers fire in the same order on every run. `Target` says whose timer it is: the
-/// shaper's a user key, the trigger's engine a user slot (16 bytes less per timer and no
-/// strings to retain).
+/// timers fire in the same order on every run. `Target` says what the entry is for: a user
+/// slot for the trigger's and the shaper's timers (no strings to retain), an event held for
+/// event-time order in `EventOrder` (whose sequence also carries the input).
 struct TimerHeapOf<Target: Sendable>: Sendable {
     struct Entry: Sendable {
         var due: Timestamp
