@@ -135,7 +135,13 @@ extension JSONScanner {
         guard peek == UInt8(ascii: "\"") else { throw error("expected a string key") }
         guard let end = plainStringEnd() else { return nil }
         let name = UnsafeBufferPointer(rebasing: bytes[(index + 1)..<end])
-        func matches(_ k: Int) -> Bool { keys[k].elementsEqual(name) }
+        func matches(_ k: Int) -> Bool {
+            keys[k].withUnsafeBufferPointer { key in
+                guard key.count == name.count else { return false }
+                for i in 0..<key.count where key[i] != name[i] { return false }
+                return true
+            }
+        }
         var found: Int?
         if guess < keys.count, matches(guess) {
             found = guess
