@@ -59,7 +59,14 @@ public enum HeraldMetrics {
 
     static func consumed(_ messages: [KafkaMessage]) {
         var byTopic: [String: Int] = [:]
-        for m in messages { byTopic[m.topic, default: 0] += 1 }
+        // Counted by runs of one topic (a poll returns a partition's messages together).
+        var start = messages.startIndex
+        while start < messages.endIndex {
+            var end = start + 1
+            while end < messages.endIndex, messages[end].topic == messages[start].topic { end += 1 }
+            byTopic[messages[start].topic, default: 0] += end - start
+            start = end
+        }
         for (topic, n) in byTopic { registry.increment(eventsConsumed, [topic], by: Double(n)) }
     }
 

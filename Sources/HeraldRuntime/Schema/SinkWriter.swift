@@ -212,7 +212,7 @@ struct SinkWriter {
         }
         try addRollup(RollupDeltas(adding: outcomes), on: conn)
         var escalated: [Outcome] = []
-        outcomes.forEach { if $0.status == .sent && $0.escalated { escalated.append($0) } }
+        outcomes.forEach { if $0.status == .sent && $0.escalated { escalated.append(copy $0) } }
         if !escalated.isEmpty {
             try conn.execute("""
                 INSERT INTO \(s).escalations (notification_id, shop_id, user_id, rule_id, priority, tags, event_time)
@@ -375,18 +375,19 @@ struct OutcomeRows {
     /// The selected outcome at `position` (0 is the first selected).
     subscript(position: Int) -> Outcome { outcomes[indices[position]] }
 
-    /// Calls `body` with each selected outcome in order, borrowed from the batch.
-    func forEach(_ body: (Outcome) throws -> Void) rethrows {
-        try outcomes.withUnsafeBufferPointer { all in
-            for i in indices { try body(all[i]) }
-        }
+    /// Calls `body` with each selected outcome in order, borrowed from the batch (a copy
+    /// must be explicit).
+    func forEach(_ body: (borrowing Outcome) throws -> Void) rethrows {
+        // Straight from the array: through an unsafe buffer the compiler copies each element
+        // (it cannot prove the memory unchanged during `body`).
+        for i in indices { try body(outcomes[i]) }
     }
 
     /// The selected outcomes as an array (copies).
     func map<T>(_ transform: (Outcome) throws -> T) rethrows -> [T] {
         var out: [T] = []
         out.reserveCapacity(indices.count)
-        try forEach { out.append(try transform($0)) }
+        try forEach { out.append(try transform(copy $0)) }
         return out
     }
 
