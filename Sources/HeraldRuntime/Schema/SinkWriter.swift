@@ -211,8 +211,8 @@ struct SinkWriter {
             }
         }
         try addRollup(RollupDeltas(adding: outcomes), on: conn)
-        var escalated: [Outcome] = []
-        outcomes.forEach { if $0.status == .sent && $0.escalated { escalated.append(copy $0) } }
+        let escalated = outcomes.indices.filter { outcomes.outcomes[$0].status == .sent && outcomes.outcomes[$0].escalated }
+            .map { outcomes.outcomes[$0] }
         if !escalated.isEmpty {
             try conn.execute("""
                 INSERT INTO \(s).escalations (notification_id, shop_id, user_id, rule_id, priority, tags, event_time)
@@ -343,10 +343,13 @@ struct RollupDeltas {
 
     /// +1 for each outcome's key ('' for no variant or reason, as in the table).
     init(adding outcomes: OutcomeRows) {
-        outcomes.forEach { o in
-            let us = o.eventTime.microseconds
-            let key = Key(minute: us - ((us % 60_000_000) + 60_000_000) % 60_000_000, shopID: o.shopID,
-                          ruleID: o.ruleID, variant: o.variant ?? "", status: o.status.rawValue, reason: o.reason ?? "")
+        // Field by field from the array: handing whole outcomes to a closure copies each.
+        let all = outcomes.outcomes
+        for i in outcomes.indices {
+            let us = all[i].eventTime.microseconds
+            let key = Key(minute: us - ((us % 60_000_000) + 60_000_000) % 60_000_000, shopID: all[i].shopID,
+                          ruleID: all[i].ruleID, variant: all[i].variant ?? "", status: all[i].status.rawValue,
+                          reason: all[i].reason ?? "")
             counts[key, default: 0] += 1
         }
     }
@@ -354,7 +357,7 @@ struct RollupDeltas {
 
 /// Some of a batch's outcomes, named by their index in the batch: splitting a batch into
 /// writer lanes, keeping the latest outcome per id and ordering rows by time copy no outcome
-/// (each copy retains a dozen strings and arrays).
+/// into new arrays (each copy retains a dozen strings and arrays).
 struct OutcomeRows {
     let outcomes: [Outcome]
     private(set) var indices: [Int]
@@ -375,11 +378,9 @@ struct OutcomeRows {
     /// The selected outcome at `position` (0 is the first selected).
     subscript(position: Int) -> Outcome { outcomes[indices[position]] }
 
-    /// Calls `body` with each selected outcome in order, borrowed from the batch (a copy
-    /// must be explicit).
-    func forEach(_ body: (borrowing Outcome) throws -> Void) rethrows {
-        // Straight from the array: through an unsafe buffer the compiler copies each element
-        // (it cannot prove the memory unchanged during `body`).
+    /// Calls `body` with each selected outcome in order. (Each call retains and releases the
+    /// outcome's strings and arrays; hot loops that need a few fields read them in place.)
+    func forEach(_ body: (Outcome) throws -> Void) rethrows {
         for i in indices { try body(outcomes[i]) }
     }
 
@@ -387,7 +388,7 @@ struct OutcomeRows {
     func map<T>(_ transform: (Outcome) throws -> T) rethrows -> [T] {
         var out: [T] = []
         out.reserveCapacity(indices.count)
-        try forEach { out.append(try transform(copy $0)) }
+        try forEach { out.append(try transform($0)) }
         return out
     }
 
@@ -395,7 +396,8 @@ struct OutcomeRows {
     /// partitions a chunk at a time, and rows in key order descend the time-first primary
     /// key to neighbouring pages instead of all over the hour.
     func sortedByEventTime() -> OutcomeRows {
-        let times = outcomes.withUnsafeBufferPointer { all in indices.map { all[$0].eventTime.microseconds } }
+        let all = outcomes
+        let times = indices.map { all[$0].eventTime.microseconds }
         let order = indices.indices.sorted { times[$0] < times[$1] || (times[$0] == times[$1] && $0 < $1) }
         return OutcomeRows(outcomes, indices: order.map { indices[$0] })
     }
@@ -404,17 +406,18 @@ struct OutcomeRows {
 enum PostgresArray {
     /// A `text[]` input literal: every element double-quoted with `"` and `\` escaped.
     static func literal(_ values: [String]) -> String {
-        var out = "{"
-        for (i, v) in values.enumerated() {
-            if i > 0 { out += "," }
-            out += "\""
-            for ch in v.unicodeScalars {
-                if ch == "\"" || ch == "\\" { out += "\\" }
-                out.unicodeScalars.append(ch)
+        var out: [UInt8] = [UInt8(ascii: "{")]
+        for i in values.indices {
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            out.append(UInt8(ascii: "\""))
+            for b in values[i].utf8 {
+                if b == UInt8(ascii: "\"") || b == UInt8(ascii: "\\") { out.append(UInt8(ascii: "\\")) }
+                out.append(b)
             }
-            out += "\""
+            out.append(UInt8(ascii: "\""))
         }
-        return out + "}"
+        out.append(UInt8(ascii: "}"))
+        return String(decoding: out, as: UTF8.self)
     }
 }
 
