@@ -174,6 +174,8 @@ struct SinkBatch: Sendable {
     /// The partition of the latest messages and the offset after them: a poll returns a
     /// partition's messages together, so the dictionary is written once per run, not per message.
     private var offsetRun: (partition: TopicPartition, next: Int64)?
+    /// Values repeated across the batch's outcomes, decoded once (`OutcomeValueCache`).
+    private var valueCache = OutcomeValueCache()
     var count = 0
 
     var rows: Int { outcomes.count + conversions.count + engagements.count + letters.count }
@@ -193,7 +195,7 @@ struct SinkBatch: Sendable {
             } else if kind == "engagement" {
                 engagements.append(try Engagement(json: m.value))
             } else if m.topic == topics.outcomes {
-                outcomes.append(try Outcome(json: m.value))
+                outcomes.append(try Outcome(json: m.value, cache: &valueCache))
             } else {
                 letters.append(try DeadLetter(json: m.value))
             }
