@@ -42,6 +42,21 @@ struct UserSlots: Sendable {
         }
     }
 
+    /// For a batch's first pass, which only reads so that its cache misses overlap: the
+    /// slot in the table entry where probing for `hash` (`StableHash64.of(shop, user)`)
+    /// starts, when that entry's tag is the hash's. A guess: only `insert` and `find`
+    /// compare the key.
+    func slotGuess(hash: UInt64) -> UInt32? {
+        guard !table.isEmpty else { return nil }
+        let e = table[Int(truncatingIfNeeded: hash >> 32) & (table.count - 1)]
+        return e != 0 && e >> 32 == hash >> 32 ? UInt32(truncatingIfNeeded: e) - 1 : nil
+    }
+
+    /// Reads the slot's key (for a batch's first pass); the value means nothing.
+    func touch(_ slot: UInt32) -> Int {
+        users.span[Int(slot)].utf8.count &+ shopIndex(of: slot)
+    }
+
     func find(shop: String, user: String) -> UInt32? {
         guard !table.isEmpty else { return nil }
         return probe(shop: shop, user: user, tag: StableHash64.of(shop, user) >> 32).slot
