@@ -42,6 +42,25 @@ struct UserSlots: Sendable {
         }
     }
 
+    /// The table entry where probing for the key of `hash` starts.
+    func touch(hash: UInt64) -> UInt64 {
+        table.isEmpty ? 0 : table[Int(truncatingIfNeeded: hash >> 32) & (table.count - 1)]
+    }
+
+    /// The slot in that entry if its tag is the hash's: most likely the key's slot (not
+    /// checked; for reading ahead).
+    func likelySlot(hash: UInt64) -> UInt32? {
+        let e = touch(hash: hash)
+        guard e != 0, e >> 32 == hash >> 32 else { return nil }
+        return UInt32(truncatingIfNeeded: e) - 1
+    }
+
+    /// Reads a slot's key.
+    func touch(slot: UInt32) -> UInt64 {
+        guard Int(slot) < users.count else { return 0 }
+        return UInt64(users[Int(slot)].utf8.count) &+ UInt64(shopIndex(of: slot))
+    }
+
     func find(shop: String, user: String) -> UInt32? {
         guard !table.isEmpty else { return nil }
         return probe(shop: shop, user: user, tag: StableHash64.of(shop, user) >> 32).slot
