@@ -167,19 +167,37 @@ private func shaperSteps(_ events: [Event], rules: RuleSet) -> [ShaperStep] {
     return steps
 }
 
-private func runShaper(_ steps: [ShaperStep], rules: RuleSet, checkpoints: Set<Int> = [], restores: Set<Int> = []) throws -> [Outcome] {
+/// `group`: the shaper's (1: one candidate and one timer at a time); `batched`: runs of
+/// candidates go in as one batch, as the worker hands them over.
+private func runShaper(_ steps: [ShaperStep], rules: RuleSet, checkpoints: Set<Int> = [], restores: Set<Int> = [],
+                       group: Int = 16, batched: Bool = false) throws -> [Outcome] {
     var shaper = Shaper(rules: rules)
+    shaper.group = group
     var store = CheckpointStore()
     var out: [Outcome] = []
+    var batch: [Candidate] = []
+    func flush() {
+        shaper.process(contentsOf: batch.span, into: &out)
+        batch = []
+    }
     for (i, step) in steps.enumerated() {
+        if case .candidate(let c) = step, batched, !checkpoints.contains(i), !restores.contains(i) {
+            batch.append(c)
+            continue
+        }
+        flush()
         if checkpoints.contains(i) || restores.contains(i) { store.checkpoint(&shaper) }
-        if restores.contains(i) { shaper = try Shaper.restore(rules: rules, meta: store.meta, users: store.rows) }
+        if restores.contains(i) {
+            shaper = try Shaper.restore(rules: rules, meta: store.meta, users: store.rows)
+            shaper.group = group
+        }
         switch step {
         case .candidate(let c): shaper.process(c, into: &out)
         case .preference(let e): shaper.apply(preference: e)
         case .advance(let t): shaper.advance(to: t, into: &out)
         }
     }
+    flush()
     return out
 }
 
@@ -252,6 +270,22 @@ private func randomSteps(_ count: Int, below n: Int, seed: UInt64) -> Set<Int> {
         #expect(try runShaper(steps, rules: rules, checkpoints: checkpoints, restores: restores) == expected)
         let everywhere = Set(1..<steps.count).filter { $0 % 5 == 0 }
         #expect(try runShaper(steps, rules: rules, restores: everywhere) == expected)
+    }
+
+    /// Batches, and timers fired a group at a time, decide exactly what one candidate and
+    /// one timer at a time decide (the groups only read ahead).
+    @Test(arguments: [1, 2, 3] as [UInt64])
+    func batchesDecideAsOneAtATime(seed: UInt64) throws {
+        let rules = try loadRules(heraldYAML)
+        let steps = shaperSteps(workload(seed: seed, events: 3000), rules: rules)
+        let expected = try runShaper(steps, rules: rules, group: 1)
+        #expect(expected.count > 1000)
+        #expect(try runShaper(steps, rules: rules) == expected)
+        for group in [2, 5, 16, 64] {
+            #expect(try runShaper(steps, rules: rules, group: group, batched: true) == expected)
+        }
+        let restores = randomSteps(20, below: steps.count, seed: seed &* 31)
+        #expect(try runShaper(steps, rules: rules, restores: restores, batched: true) == expected)
     }
 
     @Test func theShaperReportsUsersItSweptAsRemoved() throws {

@@ -125,6 +125,29 @@ policies:
             == Timestamp(rfc3339: "2026-10-25T00:30:00Z"))
     }
 
+    /// One `ZoneOffsets` asked about instants in any order answers as Foundation does for
+    /// each, across DST changes (a half-hour one in Lord Howe) and zones without them.
+    @Test(arguments: ["Europe/London", "America/New_York", "Australia/Lord_Howe", "Asia/Shanghai", "UTC"])
+    func cachedZoneOffsetsAreFoundations(zone name: String) throws {
+        let zone = try #require(TimeZone(identifier: name))
+        var cached = ZoneOffsets(zone)
+        var rng = SplitMix64(seed: 5)
+        let start = Timestamp(rfc3339: "2025-01-01T00:00:00Z")!.microseconds / 1_000_000
+        var t = start
+        for i in 0..<30_000 {
+            // Mostly forward in steps of up to an hour, sometimes back by up to a year, and
+            // around transitions to the second.
+            t += Int64(rng.next() % 3600)
+            if i % 50 == 0 { t -= Int64(rng.next() % (366 * 86_400)) }
+            let at = i % 7 == 0
+                ? (zone.nextDaylightSavingTimeTransition(after: Date(timeIntervalSince1970: TimeInterval(t)))
+                    .map { Int64($0.timeIntervalSince1970) + Int64(rng.next() % 3) - 1 } ?? t)
+                : t
+            let expected = Int64(zone.secondsFromGMT(for: Date(timeIntervalSince1970: TimeInterval(at))))
+            #expect(cached.secondsFromGMT(at: at) == expected, "\(name) at \(at)")
+        }
+    }
+
     @Test func theUsersOwnTimeZoneWinsOverTheDefault() throws {
         var h = try H(quiet.replacingOccurrences(of: "timezone: UTC", with: "timezone: Asia/Shanghai"))
         // 14:00 UTC is 22:00 in Shanghai and 09:00 in New York.

@@ -21,6 +21,9 @@ public struct Shaper: Sendable {
     private let experiments: [String: Experiment]
     /// What steps 3–7 need of each rule, resolved once: one lookup per candidate.
     private let plans: [String: RulePlan]
+    /// The same plans in a list when there are few rules: comparing a few short strings
+    /// costs less than hashing the rule id.
+    private let planList: [RulePlan]
     /// Sent history older than this is never read again.
     private let historyHorizon: TimeSpan
     private let sweepInterval: TimeSpan
@@ -35,7 +38,9 @@ public struct Shaper: Sendable {
     /// The quiet hours and cap in force for each shop, by the shop's index in `users`.
     private var shopPlans: [ShopPlan] = []
     var timerSequence: UInt64 = 0
-    private var timeZones: [String: TimeZone] = [:]
+    /// Time zones by name, each an index into `zones`.
+    private var timeZones: [String: Int] = [:]
+    private var zones: [ZoneOffsets] = []
     var lastSweep: Timestamp?
     public internal(set) var clock: Timestamp?
     /// Candidates dropped at step 1 (an id seen before).
@@ -62,6 +67,7 @@ public struct Shaper: Sendable {
             p[r.id] = RulePlan(ruleID: r.id, rule: r, policies: rules.policies, experiment: ex[r.id], templates: rules.templates)
         }
         plans = p
+        planList = rules.rules.count <= 16 ? rules.rules.compactMap { p[$0.id] } : []
         var longest = rules.policies.dedupeWindow ?? TimeSpan(microseconds: 0)
         if let cap = rules.policies.frequencyCap { longest = max(longest, cap.per) }
         for s in rules.policies.shops.values { if let cap = s.frequencyCap { longest = max(longest, cap.per) } }
@@ -88,10 +94,69 @@ public struct Shaper: Sendable {
     }
 
     public mutating func process(_ c: Candidate, into out: inout [Outcome]) {
+        process(c, keyHash: nil, into: &out)
+    }
+
+    /// Shapes `batch` in order: the same outcomes as `process(_:into:)` for each candidate.
+    /// Each group of `group` candidates first has its users' state read (their keys'
+    /// table entries, then the state rows, then their seen-id and history buffers, each step
+    /// for the whole group), so that the cache misses on a group's random users overlap
+    /// instead of coming one after another; then the group is decided in order. The reads
+    /// change nothing.
+    public mutating func process(contentsOf batch: Span<Candidate>, into out: inout [Outcome]) {
+        var start = 0
+        while start < batch.count {
+            let end = min(start + group, batch.count)
+            groupHashes.removeAll(keepingCapacity: true)
+            groupSlots.removeAll(keepingCapacity: true)
+            for i in start..<end {
+                let h = StableHash64.of(batch[i].shopID, batch[i].userID)
+                groupHashes.append(h)
+                if let s = users.slotGuess(hash: h) { groupSlots.append(s) }
+            }
+            warmGroupSlots()
+            for i in start..<end { process(batch[i], keyHash: groupHashes[i - start], into: &out) }
+            start = end
+        }
+    }
+
+    /// Candidates or timers whose users' state is read together, ahead of deciding them (1:
+    /// one at a time, as before batches; tests compare the two).
+    var group = 16
+    /// Reused per group: the candidates' key hashes, and the slots to read.
+    private var groupHashes: [UInt64] = []
+    private var groupSlots: [UInt32] = []
+    /// Timers taken off the heap, due and not fired yet (`advance`).
+    private var dueTimers: [TimerHeapOf<UInt32>.Entry] = []
+    /// Where the reads of `warmGroupSlots` go, so that they are not optimised away.
+    private var warmed = 0
+
+    /// Reads the state of `groupSlots`' users, one step for all of them at a time: the keys
+    /// and state rows, then the seen-id, history, window and deferred-message buffers they
+    /// point to. Decides and changes nothing.
+    private mutating func warmGroupSlots() {
+        warmed &+= readGroupSlots()
+    }
+
+    private func readGroupSlots() -> Int {
+        var sum = 0
+        let rows = states.span
+        for s in groupSlots where Int(s) < rows.count {
+            sum &+= users.touch(s) &+ (rows[Int(s)].present ? 1 : 0)
+        }
+        for s in groupSlots where Int(s) < rows.count {
+            // Each member read in place (a copy of the row would retain every buffer).
+            sum &+= rows[Int(s)].seen.count &+ rows[Int(s)].history.count
+            sum &+= rows[Int(s)].deferred.count &+ rows[Int(s)].windows.count
+        }
+        return sum
+    }
+
+    private mutating func process(_ c: Candidate, keyHash: UInt64?, into out: inout [Outcome]) {
         advance(to: c.firedAt, into: &out)
         // Taken out of its slot by a swap (no copy) and swapped back when done; nothing
         // below adds or removes users.
-        let slot = slot(shop: c.shopID, user: c.userID)
+        let slot = slot(shop: c.shopID, user: c.userID, hash: keyHash)
         var user = ShaperUser()
         swap(&user, &states[Int(slot)])
         defer { swap(&user, &states[Int(slot)]) }
@@ -102,7 +167,7 @@ public struct Shaper: Sendable {
             replayedDropped += 1
             return
         }
-        user.seen.append((idHash, c.firedAt))
+        user.see(idHash, at: c.firedAt)
         let now = c.firedAt
         user.prune(historyFrom: now - historyHorizon, seenFrom: now - seenHorizon, foldUpTo: now - .hours(1))
         // A firing that failed in the trigger fails here, whatever the policies say.
@@ -139,7 +204,10 @@ public struct Shaper: Sendable {
             }
             return
         }
-        deliver(c, items: nil, idHash: idHash, plan: plan, at: now, slot: slot, user: &user, into: &out)
+        if let deferral = deliver(c, items: nil, idHash: idHash, plan: plan, at: now, slot: slot, user: &user, into: &out) {
+            // The candidate is borrowed: the deferred message is a copy.
+            user.deferred.append(DeferredMessage(message: Message(c), dueAt: deferral.dueAt, timer: deferral.timer))
+        }
     }
 
     /// The policies of the slot's shop, resolved once per shop.
@@ -152,8 +220,9 @@ public struct Shaper: Sendable {
     }
 
     /// The user's slot, its state present (created empty if there is none).
-    mutating func slot(shop: String, user: String) -> UInt32 {
-        let (slot, inserted) = users.insert(shop: shop, user: user)
+    /// `hash`: `StableHash64.of(shop, user)`, when known.
+    mutating func slot(shop: String, user: String, hash: UInt64? = nil) -> UInt32 {
+        let (slot, inserted) = users.insert(shop: shop, user: user, hash: hash)
         if inserted {
             states.append(ShaperUser())
             liveUsers += 1
@@ -165,8 +234,9 @@ public struct Shaper: Sendable {
     }
 
     private func plan(for ruleID: String) -> RulePlan {
-        plans[ruleID] ?? RulePlan(ruleID: ruleID, rule: nil, policies: rules.policies, experiment: experiments[ruleID],
-                                  templates: rules.templates)
+        if let p = planList.first(where: { $0.ruleID == ruleID }) { return p }
+        return plans[ruleID] ?? RulePlan(ruleID: ruleID, rule: nil, policies: rules.policies,
+                                         experiment: experiments[ruleID], templates: rules.templates)
     }
 
     /// Applies a `behavior.preference_updated` event (SPEC §2). It counts for candidates
@@ -200,10 +270,31 @@ public struct Shaper: Sendable {
     }
 
     public mutating func advance(to time: Timestamp, into out: inout [Outcome]) {
-        while let top = timers.first, top.due <= time {
-            _ = timers.pop()
-            clock = max(clock ?? top.due, top.due)
-            fire(top, into: &out)
+        // A group of due timers at a time is taken off the heap and their users' state read
+        // first, so that the cache misses overlap; they fire in the heap's order, merged
+        // with any timer a firing pushes that comes before them.
+        while let first = timers.first, first.due <= time {
+            dueTimers.removeAll(keepingCapacity: true)
+            groupSlots.removeAll(keepingCapacity: true)
+            while dueTimers.count < group, let t = timers.first, t.due <= time {
+                _ = timers.pop()
+                dueTimers.append(t)
+                groupSlots.append(t.user)
+            }
+            warmGroupSlots()
+            var k = 0
+            while k < dueTimers.count {
+                let next: TimerHeapOf<UInt32>.Entry
+                if let t = timers.first, TimerHeapOf<UInt32>.less(t, dueTimers[k]) {
+                    _ = timers.pop()
+                    next = t
+                } else {
+                    next = dueTimers[k]
+                    k += 1
+                }
+                clock = max(clock ?? next.due, next.due)
+                fire(next, into: &out)
+            }
         }
         clock = max(clock ?? time, time)
         if lastSweep.map({ time - $0 >= sweepInterval }) ?? true {
@@ -214,11 +305,14 @@ public struct Shaper: Sendable {
 
     // MARK: - Steps 4–7
 
-    /// Steps 4–7 for a message decided at `now`.
+    /// Steps 4–7 for a message decided at `now`. When quiet hours defer it: when it wakes and
+    /// the timer that wakes it, for the caller to keep the message (a copy of a borrowed
+    /// candidate, the message itself when the caller owns it).
     /// `idHash`: the hash of the message's notification id.
     /// `items`: a digest's.
     private mutating func deliver(_ c: Candidate, items: [JSONValue]?, idHash: UInt64, plan: RulePlan, at now: Timestamp,
-                                  slot: UInt32, user: inout ShaperUser, into out: inout [Outcome]) {
+                                  slot: UInt32, user: inout ShaperUser,
+                                  into out: inout [Outcome]) -> (dueAt: Timestamp, timer: UInt64)? {
         // 4. Dedupe (keys, rules and chains compared by their 64-bit hashes).
         var dedupeKey: UInt64?
         // Only read for a message with a dedupe key.
@@ -230,7 +324,7 @@ public struct Shaper: Sendable {
                     key = StableID.hash64(try render(template, c, items))
                 } catch {
                     out.append(Outcome(candidate: c, status: .failed, reason: error.reason, decidedAt: now))
-                    return
+                    return nil
                 }
             } else {
                 key = Shaper.emptyKeyHash
@@ -242,28 +336,27 @@ public struct Shaper: Sendable {
                     && $0.chain != chain
             }) {
                 out.append(Outcome(candidate: c, status: .suppressed, reason: "duplicate", decidedAt: now))
-                return
+                return nil
             }
             dedupeKey = key
         }
         // 5. Quiet hours.
         let shop = shopPlan(slot)
         if let quiet = shop.quiet, shop.quietBypass & c.priority.bit == 0,
-           let end = Shaper.quietHoursEnd(start: quiet.start, end: quiet.end, at: now, zone: timeZone(for: c)) {
+           let end = quietHoursEnd(start: quiet.start, end: quiet.end, at: now, zone: zoneIndex(for: c)) {
             out.append(Outcome(candidate: c, status: .deferred, reason: "quiet_hours", decidedAt: now))
             out[out.count - 1].dueAt = end  // set in place: no copy of the outcome
             // The deferred message holds its dedupe key, so a second one during the night
             // is a duplicate rather than a second message in the morning.
-            user.history.append(Delivery(id: idHash, rule: plan.ruleHash, dedupeKey: dedupeKey, chain: chain,
-                                         time: now, sent: false))
+            user.record(Delivery(id: idHash, rule: plan.ruleHash, dedupeKey: dedupeKey, chain: chain,
+                                 time: now, sent: false))
             // One timer per user and due time: the first one fired wakes all the user's
             // messages due by then, so a second would fire nothing.
-            let timer = user.deferred.first(where: { $0.dueAt == end })?.timer ?? schedule(end, slot)
-            user.deferred.append(DeferredMessage(message: Message(c, items: items), dueAt: end, timer: timer))
-            return
+            return (end, user.deferred.first(where: { $0.dueAt == end })?.timer ?? schedule(end, slot))
         }
         decide(c, items: items, idHash: idHash, plan: plan, at: now, dedupeKey: dedupeKey, chain: chain, held: false,
                shop: shop, user: &user, into: &out)
+        return nil
     }
 
     /// Steps 6–7.
@@ -286,7 +379,7 @@ public struct Shaper: Sendable {
         out.append(send(c, items: items, plan: plan, decidedAt: now))  // read in place below: no copy
         if held { user.history.removeAll { $0.id == idHash } }
         if out[out.count - 1].status == .sent {
-            user.history.append(Delivery(id: idHash, rule: plan.ruleHash, dedupeKey: dedupeKey, chain: chain,
+            user.record(Delivery(id: idHash, rule: plan.ruleHash, dedupeKey: dedupeKey, chain: chain,
                                          time: now, sent: true))
         }
     }
@@ -405,9 +498,14 @@ public struct Shaper: Sendable {
             let window = user.windows.remove(at: i)
             // An emptied array gives its buffer back: the next read of it is no cache miss.
             if user.windows.isEmpty { user.windows = [] }
-            let m = digest(of: window, at: window.closesAt, into: &out)
-            deliver(m.candidate, items: m.items, idHash: StableID.hash64(m.candidate.id), plan: plan(for: m.candidate.ruleID),
-                    at: window.closesAt, slot: slot, user: &user, into: &out)
+            // Consumed, not copied: a copy would share the members' buffer, and taking the
+            // last member out of a shared buffer copies every member.
+            let closesAt = window.closesAt
+            let m = digest(of: consume window, at: closesAt, into: &out)
+            if let deferral = deliver(m.candidate, items: m.items, idHash: StableID.hash64(m.candidate.id),
+                                      plan: plan(for: m.candidate.ruleID), at: closesAt, slot: slot, user: &user, into: &out) {
+                user.deferred.append(DeferredMessage(message: consume m, dueAt: deferral.dueAt, timer: deferral.timer))
+            }
         }
         // Deferred messages waking now go on at step 6 with the same notification id, in
         // the order they were deferred (deciding one defers nothing, so one pass does).
@@ -523,25 +621,37 @@ public struct Shaper: Sendable {
         c.user["timezone"]?.stringValue ?? rules.defaults.timezone
     }
 
-    private mutating func timeZone(for c: Candidate) -> TimeZone {
+    /// The index in `zones` of the candidate's time zone.
+    private mutating func zoneIndex(for c: Candidate) -> Int {
         let name = timeZoneName(c)
-        if let tz = timeZones[name] { return tz }
+        if let i = timeZones[name] { return i }
         let tz = TimeZone(identifier: name) ?? TimeZone(identifier: rules.defaults.timezone) ?? TimeZone(identifier: "UTC")!
-        if timeZones.count < 1024 { timeZones[name] = tz }
-        return tz
+        if timeZones.count < 1024 {
+            zones.append(ZoneOffsets(tz))
+            timeZones[name] = zones.count - 1
+            return zones.count - 1
+        }
+        // Past 1,024 names, one more entry is made anew for each.
+        if zones.count == 1024 { zones.append(ZoneOffsets(tz)) } else { zones[1024] = ZoneOffsets(tz) }
+        return 1024
+    }
+
+    private mutating func quietHoursEnd(start: Int, end: Int, at: Timestamp, zone i: Int) -> Timestamp? {
+        Shaper.quietHoursEnd(start: start, end: end, at: at, zone: &zones[i])
     }
 
     /// When `at` falls in quiet hours in `zone`: the UTC instant they end; else nil.
     static func quietHoursEnd(_ q: Policies.QuietHours, at: Timestamp, zone: TimeZone) -> Timestamp? {
-        quietHoursEnd(start: q.start, end: q.end, at: at, zone: zone)
+        var offsets = ZoneOffsets(zone)
+        return quietHoursEnd(start: q.start, end: q.end, at: at, zone: &offsets)
     }
 
     /// `start`, `end`: minutes of the local day.
-    static func quietHoursEnd(start: Int, end: Int, at: Timestamp, zone: TimeZone) -> Timestamp? {
+    static func quietHoursEnd(start: Int, end: Int, at: Timestamp, zone: inout ZoneOffsets) -> Timestamp? {
         let q = (start: start, end: end)
         guard q.start != q.end else { return nil }
         let seconds = at.microseconds.floorDiv(1_000_000)
-        let offset = Int64(zone.secondsFromGMT(for: Date(timeIntervalSince1970: TimeInterval(seconds))))
+        let offset = zone.secondsFromGMT(at: seconds)
         let local = seconds + offset
         let day = local.floorDiv(86_400)
         let minute = Int((local - day * 86_400) / 60)
@@ -553,8 +663,8 @@ public struct Shaper: Sendable {
         // Wall clock → UTC: the offset in force at that wall time (twice, for DST changes).
         // An end inside a spring-forward gap resolves to just after the gap (the smaller
         // offset); one in the repeated hour of a fall-back to its first occurrence.
-        var off = Int64(zone.secondsFromGMT(for: Date(timeIntervalSince1970: TimeInterval(wall - offset))))
-        let again = Int64(zone.secondsFromGMT(for: Date(timeIntervalSince1970: TimeInterval(wall - off))))
+        var off = zone.secondsFromGMT(at: wall - offset)
+        let again = zone.secondsFromGMT(at: wall - off)
         if again != off { off = min(off, again) }
         return Timestamp(seconds: wall - off)
     }
@@ -564,6 +674,30 @@ extension Int64 {
     fileprivate func floorDiv(_ d: Int64) -> Int64 {
         let q = self / d
         return (self % d != 0 && (self < 0) != (d < 0)) ? q - 1 : q
+    }
+}
+
+/// A time zone with the UTC offset of the last instant asked about and the span it holds
+/// for, up to the zone's next transition: quiet hours ask about the same few zones for
+/// every candidate, and Foundation's lookup costs far more than two comparisons.
+struct ZoneOffsets: Sendable {
+    let zone: TimeZone
+    /// Seconds since the epoch: `offset` holds in `from..<until` (empty at first).
+    private var from: Int64 = 0
+    private var until: Int64 = 0
+    private var offset: Int64 = 0
+
+    init(_ zone: TimeZone) { self.zone = zone }
+
+    /// `zone.secondsFromGMT` at `seconds` since the epoch.
+    mutating func secondsFromGMT(at seconds: Int64) -> Int64 {
+        if seconds >= from && seconds < until { return offset }
+        let date = Date(timeIntervalSince1970: TimeInterval(seconds))
+        offset = Int64(zone.secondsFromGMT(for: date))
+        from = seconds
+        until = zone.nextDaylightSavingTimeTransition(after: date).map { Int64($0.timeIntervalSince1970.rounded(.down)) }
+            ?? .max
+        return offset
     }
 }
 
@@ -623,6 +757,7 @@ struct Delivery: Sendable, Equatable {
 /// What steps 3–7 need of one rule, resolved when the shaper is made (a class: looking
 /// it up retains one reference, not each of its members).
 final class RulePlan: Sendable {
+    let ruleID: String
     /// `StableID.hash64` of the rule id, as history records it.
     let ruleHash: UInt64
     /// A merge window longer than zero.
@@ -644,6 +779,7 @@ final class RulePlan: Sendable {
             if let t = all[name], !named.contains(where: { $0.name == name }) { named.append((name, t)) }
         }
         templates = named
+        self.ruleID = ruleID
         ruleHash = StableID.hash64(ruleID)
         merge = rule?.merge.flatMap { $0.window.microseconds > 0 ? $0 : nil }
         let window = rule?.dedupe?.window ?? policies.dedupeWindow
@@ -689,6 +825,18 @@ struct ShaperUser: Sendable {
     var preferences = Preferences()
     /// Changed since the last checkpoint (listed in the shaper's `dirtyKeys`).
     var dirty = false
+
+    /// Buffers start with room for a few entries rather than growing one at a time (each
+    /// growth is a new allocation, a copy and a free).
+    mutating func see(_ hash: UInt64, at time: Timestamp) {
+        if seen.capacity == 0 { seen.reserveCapacity(8) }
+        seen.append((hash, time))
+    }
+
+    mutating func record(_ delivery: Delivery) {
+        if history.capacity == 0 { history.reserveCapacity(4) }
+        history.append(delivery)
+    }
 
     var isEmpty: Bool {
         seen.isEmpty && history.isEmpty && windows.isEmpty && deferred.isEmpty && preferences.isEmpty

@@ -124,12 +124,12 @@ public struct TriggerEngine: Sendable {
             var touched: UInt64 = 0
             for k in 0..<(end - start) {
                 touched &+= seenEvents.touch(scratch[2 * k + 1])
-                touched &+= users.touch(hash: scratch[2 * k])
+                touched &+= UInt64(users.slotGuess(hash: scratch[2 * k]) ?? 0)
                 touched &+= UInt64(events[start + k].body.keys.count &+ events[start + k].body.values.count)
             }
             for k in 0..<(end - start) {
-                guard let slot = users.likelySlot(hash: scratch[2 * k]), Int(slot) < states.count else { continue }
-                touched &+= users.touch(slot: slot)
+                guard let slot = users.slotGuess(hash: scratch[2 * k]), Int(slot) < states.count else { continue }
+                touched &+= UInt64(users.touch(slot))
                 touched &+= UInt64(bitPattern: states[Int(slot)].lastSeen.microseconds)
                 touched &+= idle.touch(slot: slot) &+ counts.touch(slot: slot)
             }

@@ -42,23 +42,19 @@ struct UserSlots: Sendable {
         }
     }
 
-    /// The table entry where probing for the key of `hash` starts.
-    func touch(hash: UInt64) -> UInt64 {
-        table.isEmpty ? 0 : table[Int(truncatingIfNeeded: hash >> 32) & (table.count - 1)]
+    /// For a batch's first pass, which only reads so that its cache misses overlap: the
+    /// slot in the table entry where probing for `hash` (`StableHash64.of(shop, user)`)
+    /// starts, when that entry's tag is the hash's. A guess: only `insert` and `find`
+    /// compare the key.
+    func slotGuess(hash: UInt64) -> UInt32? {
+        guard !table.isEmpty else { return nil }
+        let e = table[Int(truncatingIfNeeded: hash >> 32) & (table.count - 1)]
+        return e != 0 && e >> 32 == hash >> 32 ? UInt32(truncatingIfNeeded: e) - 1 : nil
     }
 
-    /// The slot in that entry if its tag is the hash's: most likely the key's slot (not
-    /// checked; for reading ahead).
-    func likelySlot(hash: UInt64) -> UInt32? {
-        let e = touch(hash: hash)
-        guard e != 0, e >> 32 == hash >> 32 else { return nil }
-        return UInt32(truncatingIfNeeded: e) - 1
-    }
-
-    /// Reads a slot's key.
-    func touch(slot: UInt32) -> UInt64 {
-        guard Int(slot) < users.count else { return 0 }
-        return UInt64(users[Int(slot)].utf8.count) &+ UInt64(shopIndex(of: slot))
+    /// Reads the slot's key (for a batch's first pass); the value means nothing.
+    func touch(_ slot: UInt32) -> Int {
+        users.span[Int(slot)].utf8.count &+ shopIndex(of: slot)
     }
 
     func find(shop: String, user: String) -> UInt32? {

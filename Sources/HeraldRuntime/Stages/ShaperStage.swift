@@ -155,8 +155,12 @@ final class ShaperHandler: StageHandler {
         var outcomes: [Outcome] = []
         let ready = p.waiting.prefix { $0.firedAt <= watermark }.count
         let dropped = p.shaper.replayedDropped
-        for c in p.waiting.prefix(ready) { p.shaper.process(c, into: &outcomes) }
-        p.waiting.removeFirst(ready)
+        // Taken out of the partition (a swap, no copy) so the shaper can borrow it.
+        var waiting: [Candidate] = []
+        swap(&waiting, &p.waiting)
+        p.shaper.process(contentsOf: waiting.span.extracting(0..<ready), into: &outcomes)
+        waiting.removeFirst(ready)
+        swap(&waiting, &p.waiting)
         p.shaper.advance(to: watermark, into: &outcomes)
         HeraldMetrics.replayedDropped(p.shaper.replayedDropped - dropped)
         partitions[n] = p
