@@ -144,7 +144,8 @@ public struct TriggerEngine: Sendable {
         }
     }
 
-    /// Events read ahead together by `process(_:_:advancingUpTo:into:)` (16: ~10 % slower).
+    /// Events read ahead together by `process(_:_:advancingUpTo:into:)` (16 ran slower in
+    /// alternated runs).
     static let lookahead = 32
 
     @inline(never)  // (inlined into the loop above, it copied each event once more)

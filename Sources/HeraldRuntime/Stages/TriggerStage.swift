@@ -104,12 +104,12 @@ final class TriggerHandler: StageHandler {
         guard watermark != nil || state.order.count > state.order.limit else { return }
         triggerOutputs.removeAll(keepingCapacity: true)
         let late = state.order.late
-        released.removeAll(keepingCapacity: true)
         while let next = state.order.next(upTo: watermark) { released.append(next.event) }
         // Timers due by an event fire first — unless `heldLimit` let it out ahead of the
         // watermark: then the inputs have not progressed that far. (Together, so that the
         // engine reads ahead: `TriggerEngine.process(_:_:advancingUpTo:into:)`.)
         state.engine.process(released, released.indices, advancingUpTo: watermark, into: &triggerOutputs)
+        released.removeAll(keepingCapacity: true)
         if let watermark { state.engine.advance(to: watermark, into: &triggerOutputs) }
         if state.order.late > late { HeraldMetrics.lateEvents(state.order.late - late) }
         // Candidates just published wait in herald-shaper for a clock that covers them.
