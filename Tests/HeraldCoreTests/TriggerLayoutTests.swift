@@ -81,6 +81,48 @@ import Testing
 
     /// A second idle firing of the same rule (an event after the first one's due time while
     /// the clock lags) is kept in the list; a late event then moves the first, in the column.
+    /// Events handed over together (`process(_:_:advancingUpTo:into:)`, which reads ahead)
+    /// give what they give one at a time: the same outputs in the same order, the same
+    /// states, seen events and meta — with events delivered again (also within a batch),
+    /// users new within a batch, events past the bound (no timers fire before them), batches
+    /// without a bound, and batches of 1 to 80 events.
+    @Test(arguments: [1, 2, 3, 4] as [UInt64])
+    func batchesGiveWhatSingleEventsGive(seed: UInt64) throws {
+        let rules = try loadRules(heraldYAML)
+        let events = workload(seed: seed, events: 3000)
+        var single = TriggerEngine(rules: rules)
+        var batched = TriggerEngine(rules: rules)
+        var expected: [TriggerOutput] = []
+        var got: [TriggerOutput] = []
+        var rng = SplitMix64(seed: seed)
+        var newest = events[0].occurredAt
+        var start = 0
+        while start < events.count {
+            let end = min(events.count, start + 1 + Int(rng.next() % 80))
+            // A watermark that lags: some events of the batch are past it.
+            let bound: Timestamp? = rng.next() % 8 == 0 ? nil : newest - .minutes(Int64(rng.next() % 20))
+            for e in events[start..<end] {
+                if let bound, e.occurredAt <= bound { single.advance(to: e.occurredAt, into: &expected) }
+                single.process(e, into: &expected)
+            }
+            batched.process(events, start..<end, advancingUpTo: bound, into: &got)
+            for e in events[start..<end] { newest = max(newest, e.occurredAt) }
+            if let bound {
+                single.advance(to: bound, into: &expected)
+                batched.advance(to: bound, into: &got)
+            }
+            start = end
+        }
+        #expect(got.count > 100)
+        #expect(got == expected)
+        single.advance(to: newest + .days(60), into: &expected)
+        batched.advance(to: newest + .days(60), into: &got)
+        #expect(got == expected)
+        #expect(batched.allStates() == single.allStates())
+        #expect(batched.takeNewSeenEvents() == single.takeNewSeenEvents())
+        #expect(batched.encodeMeta() == single.encodeMeta())
+    }
+
     @Test func aSecondIdleFiringOfARuleIsAListedOne() throws {
         let rules = try loadRules(heraldYAML)
         let t0 = Timestamp(rfc3339: "2026-11-01T08:00:00Z")!

@@ -21,6 +21,9 @@ public struct TriggerLogicBenchmark {
         public var stateBytesPerUser: Double
     }
 
+    /// Events handed to the engine at once in the trigger-logic loop.
+    static let batch = 256
+
     public let rules: RuleSet
     public let events: Int
     public let users: Int
@@ -64,14 +67,16 @@ public struct TriggerLogicBenchmark {
         var out: [TriggerOutput] = []
         var candidates = 0
         let (triggerSeconds, triggerCPU) = ThreadCPUClock.measure {
-            // By index: `for e in parsed` copies each event, retaining its body (a cache miss
-            // on a long-parsed event that the worker, which processes an event as it parses
-            // it, does not pay; the engine itself touches most events' bodies not at all).
-            for i in parsed.indices {
+            // In batches, as herald-trigger hands an engine the events it releases together;
+            // the events are in time order, so every event of a batch is at or before its
+            // last one's time and has the timers due by its own time fired first.
+            var start = 0
+            while start < parsed.count {
+                let end = min(start + Self.batch, parsed.count)
                 out.removeAll(keepingCapacity: true)
-                engine.advance(to: parsed[i].occurredAt, into: &out)
-                engine.process(parsed[i], into: &out)
+                engine.process(parsed, start..<end, advancingUpTo: parsed[end - 1].occurredAt, into: &out)
                 candidates += out.count
+                start = end
             }
         }
         let stateBytes = Double(ProcessMemory.residentBytes() - before)

@@ -40,6 +40,8 @@ final class TriggerHandler: StageHandler {
     static let heldLimit = 100_000
     private var clocks: PartitionClocks
     private var triggerOutputs: [TriggerOutput] = []
+    /// The events `apply` takes out of a partition's `EventOrder` at once.
+    private var released: [Event] = []
     /// The clock last published per partition number, and when.
     private var published: [Int32: (time: Timestamp, at: ContinuousClock.Instant)] = [:]
     /// Between two watermarks published while events flow or candidates are published, and
@@ -102,13 +104,12 @@ final class TriggerHandler: StageHandler {
         guard watermark != nil || state.order.count > state.order.limit else { return }
         triggerOutputs.removeAll(keepingCapacity: true)
         let late = state.order.late
-        while let next = state.order.next(upTo: watermark) {
-            // Timers due by the event fire first — unless `heldLimit` let it out ahead of
-            // the watermark: then the inputs have not progressed that far.
-            let t = next.event.occurredAt
-            if let watermark, t <= watermark { state.engine.advance(to: t, into: &triggerOutputs) }
-            state.engine.process(next.event, into: &triggerOutputs)
-        }
+        while let next = state.order.next(upTo: watermark) { released.append(next.event) }
+        // Timers due by an event fire first — unless `heldLimit` let it out ahead of the
+        // watermark: then the inputs have not progressed that far. (Together, so that the
+        // engine reads ahead: `TriggerEngine.process(_:_:advancingUpTo:into:)`.)
+        state.engine.process(released, released.indices, advancingUpTo: watermark, into: &triggerOutputs)
+        released.removeAll(keepingCapacity: true)
         if let watermark { state.engine.advance(to: watermark, into: &triggerOutputs) }
         if state.order.late > late { HeraldMetrics.lateEvents(state.order.late - late) }
         // Candidates just published wait in herald-shaper for a clock that covers them.
