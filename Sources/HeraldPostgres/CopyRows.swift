@@ -40,24 +40,25 @@ public struct CopyRows {
     public mutating func field(_ value: String?) {
         guard isWriting else { return }
         separate()
-        guard var value else {
+        guard let value else {
             buffer.append(0x5C)  // \N
             buffer.append(0x4E)
             return
         }
+        appendText(value, arrayQuote: false)
+    }
+
+    /// A value's bytes, escaped for COPY text (and first for a `text[]` element when
+    /// `arrayQuote`). Most values need no escaping: then one copy of their bytes. The value
+    /// is only read (no copy of the string, which would retain and release it).
+    private mutating func appendText(_ value: String, arrayQuote: Bool) {
         let copied: Bool? = value.utf8.withContiguousStorageIfAvailable { bytes in
-            // Most values need no escaping: one copy of their bytes.
-            for b in bytes where b == 0x5C || b < 0x20 { return false }
+            for b in bytes where b == 0x5C || b < 0x20 || (arrayQuote && b == 0x22) { return false }
             buffer.append(contentsOf: bytes)
             return true
         }
         if copied == true { return }
-        if copied == nil {
-            value.makeContiguousUTF8()
-        }
-        value.utf8.withContiguousStorageIfAvailable { bytes in
-            for b in bytes { appendEscaped(b, arrayQuote: false) }
-        }
+        for b in value.utf8 { appendEscaped(b, arrayQuote: arrayQuote) }
     }
 
     /// Appends one `text[]` field: the array input literal with every element double-quoted
@@ -66,13 +67,10 @@ public struct CopyRows {
         guard isWriting else { return }
         separate()
         buffer.append(UInt8(ascii: "{"))
-        for (i, var v) in values.enumerated() {
+        for i in values.indices {
             if i > 0 { buffer.append(UInt8(ascii: ",")) }
             buffer.append(UInt8(ascii: "\""))
-            v.makeContiguousUTF8()
-            v.utf8.withContiguousStorageIfAvailable { bytes in
-                for b in bytes { appendEscaped(b, arrayQuote: true) }
-            }
+            appendText(values[i], arrayQuote: true)
             buffer.append(UInt8(ascii: "\""))
         }
         buffer.append(UInt8(ascii: "}"))

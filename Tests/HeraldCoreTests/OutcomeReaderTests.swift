@@ -31,6 +31,19 @@ import Testing
         }
     }
 
+    @Test func aCacheSharesRepeatedValuesAndOnlyExactlyRepeatedOnes() throws {
+        var cache = OutcomeValueCache()
+        var a = Self.full
+        a.ruleID = "r1"; a.channels = ["in_app"]; a.tags = []
+        var b = a
+        b.ruleID = "r10"; b.channels = ["in_app", "sms"]; b.tags = ["x"]; b.rulesVersion = "v10"
+        for o in [a, b, a, b, Self.bare, a] {
+            #expect(try Outcome(json: o.json, cache: &cache) == o)
+        }
+        #expect(cache.strings.map(\.value) == ["r1", "v1", "r10", "v10", "r", ""])
+        #expect(cache.lists.map(\.value) == [["in_app"], [], ["in_app", "sms"], ["x"]])
+    }
+
     @Test func equivalentSpellingsAgree() {
         let inputs = [
             // Members in another order, whitespace, unknown members of every type, missing optionals.
@@ -102,10 +115,15 @@ import Testing
                           "\"2026-11-25T08:00:00Z\"", "\"2026-02-29T00:00:00Z\"", "+14:00", ".", "\u{0}", "\u{FEFF}"]
         var mutator = Mutator(seed: FuzzTests.seed &+ 7, dictionary: dictionary.map { Array($0.utf8) })
         var accepted = 0, direct = 0
+        // One cache across all inputs, as herald-sink keeps it: values remembered from one
+        // message must never leak into another that differs from it.
+        var cache = OutcomeValueCache()
         for i in 0..<FuzzTests.iterations * 2 {
             let input = mutator.mutate(seeds, iteration: i)
             let (fast, generic) = Self.both(input)
             #expect(fast == generic, "seed \(FuzzTests.seed) iteration \(i): \(String(decoding: input, as: UTF8.self))")
+            let cached = Result { () throws(MessageDecodingError) in try Outcome(json: input, cache: &cache) }
+            #expect(cached == generic, "seed \(FuzzTests.seed) iteration \(i) (cached): \(String(decoding: input, as: UTF8.self))")
             if (try? generic.get()) != nil { accepted += 1 }
             if OutcomeReader.read(input) != nil { direct += 1 }
         }

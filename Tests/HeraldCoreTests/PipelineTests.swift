@@ -30,8 +30,13 @@ import Testing
         #expect(candidates.count == 1)
         let c = try #require(candidates.first)
         #expect(c.ruleID == "payment-failed")
-        #expect(c.id == Candidate.notificationID(ruleID: "payment-failed", shopID: "s1", userID: "u1", triggerEventID: "e1", ordinal: 0))
+        let time = Timestamp(rfc3339: "2026-11-25T08:00:00Z")!
+        #expect(c.id == Candidate.notificationID(ruleID: "payment-failed", shopID: "s1", userID: "u1", triggerEventID: "e1",
+                                                 eventTime: time, ordinal: 0))
         #expect(c.id.count == 32)
+        // The id starts with the event time's milliseconds, in hex.
+        let ms = String(time.microseconds / 1000, radix: 16)
+        #expect(c.id.hasPrefix(String(repeating: "0", count: 12 - ms.count) + ms))
         #expect(c.priority == .high)
         #expect(c.channels == ["in_app"])
         #expect(c.triggerEventIDs == ["e1"])

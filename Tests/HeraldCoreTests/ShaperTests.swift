@@ -245,7 +245,8 @@ policies:
                           event: [("status", .string("shipped"))]))
         #expect(h.take() == [])
         h.advance(to: "2026-11-25T10:15:00Z")
-        let digest = StableID.make(["digest", "l1"])
+        // The digest carries its first member's event time, in its id too.
+        let digest = StableID.notificationID(eventTime: Timestamp(rfc3339: "2026-11-25T10:00:00Z")!, ["digest", "l1"])
         #expect(h.take(bodies: true) == [
             "l1 merged 2026-11-25T10:10:00Z into=\(digest)",
             "l2 merged 2026-11-25T10:10:00Z into=\(digest)",

@@ -267,7 +267,8 @@ templates:
         ])
         // One chain: ordinals 0, 1, 2 of the same trigger event.
         #expect(outcomes.filter { $0.userID == "ignores" }.map(\.notificationID) == (0...2).map {
-            Candidate.notificationID(ruleID: "margin", shopID: "s1", userID: "ignores", triggerEventID: "m1", ordinal: $0)
+            Candidate.notificationID(ruleID: "margin", shopID: "s1", userID: "ignores", triggerEventID: "m1",
+                                     eventTime: Timestamp(rfc3339: Script.at("0s"))!, ordinal: $0)
         })
     }
 

@@ -96,8 +96,8 @@ import Testing
         }
         let seen = try rows()
         #expect(settled, "\(seen)\n\(pipeline.logs)")
-        let digest = StableID.make(["digest", Candidate.notificationID(ruleID: "logistics", shopID: "s1", userID: "u-merge",
-                                                                         triggerEventID: "l0", ordinal: 0)])
+        let digest = StableID.notificationID(eventTime: noon, ["digest", Candidate.notificationID(
+            ruleID: "logistics", shopID: "s1", userID: "u-merge", triggerEventID: "l0", eventTime: noon, ordinal: 0)])
         // s-now's quiet hours end 120 minutes after the current minute starts.
         let nowDue = Timestamp(microseconds: now.microseconds / 60_000_000 * 60_000_000) + .minutes(120)
         func stamp(_ t: Timestamp) -> String { String(t.rfc3339.prefix(19)) + "Z" }
@@ -120,7 +120,8 @@ import Testing
             """).rows == [["u-esc", "high", "open", "{payment_issue}"]])
 
         // An open of the sent notice is recorded against it.
-        let sentID = Candidate.notificationID(ruleID: "payment-failed", shopID: "s1", userID: "u-dup", triggerEventID: "d1", ordinal: 0)
+        let sentID = Candidate.notificationID(ruleID: "payment-failed", shopID: "s1", userID: "u-dup", triggerEventID: "d1",
+                                              eventTime: noon, ordinal: 0)
         try send("behavior", "u-dup", Self.event("notification_opened", user: "u-dup", at: noon + .hours(1), id: "open1",
                                                  #","notification_id":"\#(sentID)""#))
         try producer.flush(timeout: .seconds(30))

@@ -136,8 +136,8 @@ import Testing
         defer { pipeline.close() }
         var batch = SinkBatch()
         batch.outcomes = (0..<200).map { i in
-            i % 4 == 0 ? base.outcome("n\(i)", .deferred, reason: "quiet_hours", body: nil, rule: "r\(i % 10)")
-                       : base.outcome("n\(i)", .sent, rule: "r\(i % 10)", variant: i % 2 == 0 ? "A" : "B")
+            i % 4 == 0 ? base.outcome(base.id("n\(i)"), .deferred, reason: "quiet_hours", body: nil, rule: "r\(i % 10)")
+                       : base.outcome(base.id("n\(i)"), .sent, rule: "r\(i % 10)", variant: i % 2 == 0 ? "A" : "B")
         }
         let parts = SinkBatchWriter.split(batch.outcomes, lanes: 2)
         #expect(parts.allSatisfy { !$0.isEmpty })
@@ -183,17 +183,45 @@ import Testing
         var writer = SinkWriter(schema: schema)
         try writer.prepare(conn)
         let s = "\"\(schema)\""
-        let sent = base.outcome("c1", .sent, variant: "A")
-        let conversion = Conversion(notificationID: "c1", ruleID: "r1", shopID: "s1", userID: "u1", variant: nil,
+        let sent = base.outcome(base.id("c1"), .sent, variant: "A")
+        let conversion = Conversion(notificationID: sent.notificationID, ruleID: "r1", shopID: "s1", userID: "u1", variant: nil,
                                     goalEventID: "g1", convertedAt: Timestamp(rfc3339: "2026-11-25T09:00:00Z")!)
         // The notification and its conversion in one batch, then the conversion replayed.
         try writer.write(outcomes: [sent], conversions: [conversion], deadLetters: [], on: conn)
         try writer.write(outcomes: [], conversions: [conversion], deadLetters: [], on: conn)
         let rows = try conn.execute("SELECT notification_id, notification_time = $1::timestamptz, variant FROM \(s).conversions",
                                     [sent.eventTime.rfc3339])
-        #expect(rows.rows == [["c1", "t", "A"]])
+        #expect(rows.rows == [[sent.notificationID, "t", "A"]])
         let funnel = try conn.execute("SELECT rule_id, variant, sent, converted FROM \(s).funnel")
         #expect(funnel.rows == [["r1", "A", "1", "1"]])
+    }
+
+    @Test func engagementsFindTheirNotificationThroughTheTimeItsIDCarries() throws {
+        let (conn, schema) = try base.migratedSchema()
+        var writer = SinkWriter(schema: schema)
+        try writer.prepare(conn)
+        let s = "\"\(schema)\""
+        // Two notifications with the same hash part a millisecond apart: only the id's own
+        // millisecond is searched.
+        let early = base.outcome(StableID.notificationID(eventTime: Timestamp(rfc3339: "2026-11-25T07:59:00Z")!, ["x"]),
+                                 .sent, variant: "A")
+        let late = base.outcome(StableID.notificationID(eventTime: Timestamp(rfc3339: "2026-11-25T07:59:00.001Z")!, ["x"]),
+                                .sent, eventTime: "2026-11-25T07:59:00.001Z", rule: "r2")
+        try writer.write(outcomes: [early, late], deadLetters: [], on: conn)
+        let at = Timestamp(rfc3339: "2026-11-25T09:00:00Z")!
+        func open(_ id: String, _ event: String) -> Engagement {
+            Engagement(notificationID: id, kind: .opened, eventID: event, shopID: "s1", userID: "u1", occurredAt: at)
+        }
+        try writer.write(outcomes: [], engagements: [
+            open(early.notificationID, "o1"), open(late.notificationID, "o2"), open(late.notificationID, "o2"),
+            // Not Herald's ids, or never written: nothing to count against.
+            open("n1", "o3"), open(base.id("never-written"), "o4"),
+        ], deadLetters: [], on: conn)
+        let rows = try conn.execute("""
+            SELECT notification_id = $1, to_char(notification_time AT TIME ZONE 'UTC', 'HH24:MI:SS.MS'), rule_id, variant, event_id
+            FROM \(s).engagements ORDER BY event_id
+            """, [early.notificationID])
+        #expect(rows.rows == [["t", "07:59:00.000", "r1", "A", "o1"], ["f", "07:59:00.001", "r2", nil, "o2"]])
     }
 
     @Test func partitionsAreCreatedAheadAndRetentionDropsExactlyTheOldOnes() throws {

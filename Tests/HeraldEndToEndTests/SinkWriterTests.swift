@@ -31,6 +31,12 @@ import Testing
                 rulesVersion: "v1")
     }
 
+    /// A notification id as Herald makes them, carrying `eventTime` (the default of `outcome`):
+    /// conversions and engagements find their notification through it.
+    func id(_ name: String, eventTime: String = "2026-11-25T07:59:00Z") -> String {
+        StableID.notificationID(eventTime: Timestamp(rfc3339: eventTime)!, [name])
+    }
+
     func row(_ conn: PostgresConnection, _ schema: String, _ id: String) throws -> [String?] {
         let r = try conn.execute("SELECT status, reason, body, channels, tags, due_at IS NOT NULL FROM \"\(schema)\".notifications WHERE id = $1", [id])
         return r.rowCount == 1 ? r.rows[0] : []

@@ -49,9 +49,17 @@ public struct Candidate: Sendable, Equatable {
     }
 
     /// The notification id of a firing: rule, shop, user, triggering event and the
-    /// firing's ordinal (0 for the first; later ones for schedules and repeats).
-    public static func notificationID(ruleID: String, shopID: String, userID: String, triggerEventID: String, ordinal: Int) -> String {
-        StableID.make([ruleID, shopID, userID, triggerEventID, String(ordinal)])
+    /// firing's ordinal (0 for the first; later ones for schedules and repeats), prefixed by
+    /// the triggering event's time (`StableID.notificationID`).
+    public static func notificationID(ruleID: String, shopID: String, userID: String, triggerEventID: String,
+                                      eventTime: Timestamp, ordinal: Int) -> String {
+        StableID.notificationID(eventTime: eventTime, [ruleID, shopID, userID, triggerEventID, String(ordinal)])
+    }
+
+    /// The id of a digest whose first member is `first`: the first member's event time, as
+    /// the digest's outcomes carry it.
+    public static func digestID(of first: Candidate) -> String {
+        StableID.notificationID(eventTime: first.eventTime, ["digest", first.id])
     }
 
     public var json: [UInt8] {

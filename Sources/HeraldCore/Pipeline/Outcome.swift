@@ -92,7 +92,14 @@ public struct Outcome: Sendable, Equatable {
     /// expect — including every invalid message — is decoded by `init(genericJSON:)`, so
     /// what is accepted and every error are exactly the generic decoder's.
     public init(json bytes: [UInt8]) throws(MessageDecodingError) {
-        if let o = OutcomeReader.read(bytes) {
+        var cache = OutcomeValueCache()
+        try self.init(json: bytes, cache: &cache)
+    }
+
+    /// `init(json:)` sharing the values `cache` remembers from earlier messages (rule ids,
+    /// the rules version, channel and tag lists) instead of allocating them again.
+    public init(json bytes: [UInt8], cache: inout OutcomeValueCache) throws(MessageDecodingError) {
+        if let o = OutcomeReader.read(bytes, cache: &cache) {
             self = o
         } else {
             try self.init(genericJSON: bytes)

@@ -23,13 +23,18 @@ struct OutcomeReader {
 
     /// Gives up (nil) rather than reporting why; see the type's comment.
     static func read(_ bytes: [UInt8]) -> Outcome? {
+        var cache = OutcomeValueCache()
+        return read(bytes, cache: &cache)
+    }
+
+    static func read(_ bytes: [UInt8], cache: inout OutcomeValueCache) -> Outcome? {
         bytes.withUnsafeBufferPointer { buffer in
             var p = JSONScanner(bytes: buffer, maxDepth: JSONParser.defaultMaxDepth)
-            return try? read(&p)
+            return try? read(&p, cache: &cache)
         }
     }
 
-    private static func read(_ p: inout JSONScanner) throws(JSONParseError) -> Outcome {
+    private static func read(_ p: inout JSONScanner, cache: inout OutcomeValueCache) throws(JSONParseError) -> Outcome {
         var seen: UInt32 = 0
         var unknown: [String] = []
         var status: OutcomeStatus?, priority: Priority?
@@ -61,24 +66,25 @@ struct OutcomeReader {
                         guard let s = OutcomeStatus(rawValue: try p.parseStringValue()) else { throw p.error("status") }
                         status = s
                     case 3: reason = try p.parseOptionalString()
-                    case 4: ruleID = try p.parseStringValue()
+                    case 4: ruleID = try p.remembered(&cache.strings) { p throws(JSONParseError) in try p.parseStringValue() }
                     case 5: shopID = try p.parseStringValue()
                     case 6: userID = try p.parseStringValue()
                     case 7:
                         guard let v = Priority(rawValue: try p.parseStringValue()) else { throw p.error("priority") }
                         priority = v
-                    case 8: channels = try p.parseStrings()
+                    case 8: channels = try p.remembered(&cache.lists) { p throws(JSONParseError) in try p.parseStrings() }
                     case 9: variant = try p.parseOptionalString()
                     case 10: title = try p.parseOptionalString()
                     case 11: body = try p.parseOptionalString()
                     case 12: mergedInto = try p.parseOptionalString()
                     case 13: dueAt = try p.parseNullable { p throws(JSONParseError) in try p.parseTimestamp() }
                     case 14: escalated = try p.parseBool()
-                    case 15: tags = try p.parseStrings()
+                    case 15: tags = try p.remembered(&cache.lists) { p throws(JSONParseError) in try p.parseStrings() }
                     case 16: triggerEventIDs = try p.parseStrings()
                     case 17: eventTime = try p.parseTimestamp()
                     case 18: decidedAt = try p.parseTimestamp()
-                    default: rulesVersion = try p.parseStringValue()
+                    default:
+                        rulesVersion = try p.remembered(&cache.strings) { p throws(JSONParseError) in try p.parseStringValue() }
                     }
                 } else {
                     // A member Outcome does not read: parsed (and checked) as the generic parser would.
@@ -113,8 +119,49 @@ struct OutcomeReader {
     }
 }
 
+/// Values an outcome stream repeats — rule ids, the rules version, channel and tag lists —
+/// remembered with their exact JSON bytes: a member spelled byte for byte like a remembered
+/// one is that value (parsing the same bytes gives the same value and ends at the same
+/// place), shared instead of parsed and allocated again. One per decoding thread, kept across
+/// messages; it holds at most `limit` values of each kind (the first ones seen).
+public struct OutcomeValueCache: Sendable {
+    struct Entry<Value: Sendable>: Sendable {
+        var bytes: [UInt8]
+        var value: Value
+    }
+
+    var strings: [Entry<String>] = []
+    var lists: [Entry<[String]>] = []
+    static let limit = 32
+
+    public init() {}
+}
+
 extension JSONScanner {
     var peek: UInt8? { index < bytes.count ? bytes[index] : nil }
+
+    /// The value at the current position: a remembered one if the bytes here spell it,
+    /// otherwise `parse`'s (remembered while there is room).
+    mutating func remembered<Value>(_ entries: inout [OutcomeValueCache.Entry<Value>],
+                                    _ parse: (inout JSONScanner) throws(JSONParseError) -> Value) throws(JSONParseError) -> Value {
+        let rest = bytes.count - index
+        for e in entries.indices where entries[e].bytes.count <= rest {
+            let matched = entries[e].bytes.withUnsafeBufferPointer { known in
+                for k in 0..<known.count where known[k] != bytes[index + k] { return false }
+                return true
+            }
+            if matched {
+                index += entries[e].bytes.count
+                return entries[e].value
+            }
+        }
+        let start = index
+        let value = try parse(&self)
+        if entries.count < OutcomeValueCache.limit {
+            entries.append(.init(bytes: Array(bytes[start..<index]), value: value))
+        }
+        return value
+    }
 
     mutating func expect(_ byte: UInt8) throws(JSONParseError) {
         guard peek == byte else { throw error("unexpected character") }
@@ -135,7 +182,13 @@ extension JSONScanner {
         guard peek == UInt8(ascii: "\"") else { throw error("expected a string key") }
         guard let end = plainStringEnd() else { return nil }
         let name = UnsafeBufferPointer(rebasing: bytes[(index + 1)..<end])
-        func matches(_ k: Int) -> Bool { keys[k].elementsEqual(name) }
+        func matches(_ k: Int) -> Bool {
+            keys[k].withUnsafeBufferPointer { key in
+                guard key.count == name.count else { return false }
+                for i in 0..<key.count where key[i] != name[i] { return false }
+                return true
+            }
+        }
         var found: Int?
         if guess < keys.count, matches(guess) {
             found = guess

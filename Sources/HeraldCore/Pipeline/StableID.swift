@@ -4,12 +4,55 @@ public enum StableID {
     /// A 128-bit hash of the parts, as 32 lowercase hex digits. Parts are separated by a
     /// unit separator so that ("ab", "c") and ("a", "bc") differ.
     public static func make(_ parts: [String]) -> String {
+        hasher(parts).hex
+    }
+
+    /// The parts, separated by a unit separator, fed to a fresh hasher.
+    private static func hasher(_ parts: [String]) -> Hasher128 {
         var h = Hasher128()
         for (i, part) in parts.enumerated() {
             if i > 0 { h.add(0x1F) }
             for b in part.utf8 { h.add(b) }
         }
-        return h.hex
+        return h
+    }
+
+    /// A notification id: 12 lowercase hex digits of `eventTime` (its trigger's event time) in
+    /// milliseconds since 1970-01-01 UTC, then the first 80 bits of `make(parts)`'s hash as 20
+    /// hex digits. Still 32 hex digits and as deterministic as `make`; the time prefix lets
+    /// PostgreSQL find a notification by id alone within its millisecond of its time-first key
+    /// (docs/decisions.md, "Notification ids carry their event time"). Times outside
+    /// 1970…10889 are clamped to the prefix's range.
+    public static func notificationID(eventTime: Timestamp, _ parts: [String]) -> String {
+        let (x, y) = hasher(parts).finish()
+        let ms = UInt64(clamping: max(eventTime.microseconds, 0) / 1000)
+        let prefix = min(ms, maxTimePrefix)
+        return Hasher128.hex16(prefix << 16 | x >> 48) + Hasher128.hex16(x << 16 | y >> 48)
+    }
+
+    /// The largest time prefix of a notification id (12 hex digits of milliseconds).
+    static let maxTimePrefix: UInt64 = 0xFFFF_FFFF_FFFF
+
+    /// The event times a notification id made by `notificationID` can carry: `from` ≤ time <
+    /// `to`, nil for an end that is open (a clamped prefix). Nil for an id that is not 32
+    /// lowercase hex digits.
+    public static func eventTimeRange(ofNotificationID id: String) -> (from: Timestamp?, to: Timestamp?)? {
+        var ms: UInt64 = 0
+        var count = 0
+        for b in id.utf8 {
+            let digit: UInt8
+            switch b {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): digit = b - UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): digit = b - UInt8(ascii: "a") + 10
+            default: return nil
+            }
+            if count < 12 { ms = ms << 4 | UInt64(digit) }
+            count += 1
+        }
+        guard count == 32 else { return nil }
+        let from = ms == 0 ? nil : Timestamp(microseconds: Int64(ms) * 1000)
+        let to = ms == maxTimePrefix ? nil : Timestamp(microseconds: Int64(ms + 1) * 1000)
+        return (from, to)
     }
 
     /// A uniformly distributed 64-bit value for one string.
@@ -21,12 +64,7 @@ public enum StableID {
 
     /// A uniformly distributed 64-bit value for the parts (A/B assignment and the like).
     public static func hash64(_ parts: [String]) -> UInt64 {
-        var h = Hasher128()
-        for (i, part) in parts.enumerated() {
-            if i > 0 { h.add(0x1F) }
-            for b in part.utf8 { h.add(b) }
-        }
-        return h.finish().0
+        hasher(parts).finish().0
     }
 }
 

@@ -535,7 +535,7 @@ public struct Shaper: Sendable {
         guard window.members.count > 1 else { return Message(window.members.removeLast()) }
         let first = window.members[0]
         var d = first
-        d.id = StableID.make(["digest", first.id])
+        d.id = Candidate.digestID(of: first)
         d.template = rulesByID[window.ruleID]?.merge?.template ?? first.template
         d.firedAt = now
         var channels: [String] = []

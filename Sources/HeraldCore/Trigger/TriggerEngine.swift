@@ -945,7 +945,7 @@ struct RuleLogic {
         let rule = plan.rules[index]
         return Candidate(
             id: Candidate.notificationID(ruleID: rule.id, shopID: key.shop, userID: key.user,
-                                         triggerEventID: trigger.eventID, ordinal: ordinal),
+                                         triggerEventID: trigger.eventID, eventTime: trigger.time, ordinal: ordinal),
             ruleID: rule.id, shopID: key.shop, userID: key.user, priority: rule.notify.priority,
             channels: rule.notify.channels, template: rule.notify.template, escalate: rule.notify.escalate,
             tags: rule.notify.tags, triggerEventIDs: [trigger.eventID], eventTime: trigger.time, firedAt: firedAt,

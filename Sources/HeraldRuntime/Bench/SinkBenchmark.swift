@@ -49,7 +49,7 @@ public struct SinkBenchmark {
             let eventTime = now - TimeSpan(microseconds: Int64(n - i) * step + Int64(random.next() % 5_000_000))
             let suppressed = i % 7 == 0
             return Outcome(
-                notificationID: String(format: "%016llx%016llx", random.next(), UInt64(i)),
+                notificationID: StableID.notificationID(eventTime: eventTime, ["bench", String(i)]),
                 status: suppressed ? .suppressed : .sent, reason: suppressed ? "frequency_cap" : nil,
                 ruleID: rule, shopID: shops[i % shops.count], userID: "u\(user)", priority: .normal,
                 channels: ["in_app", "sms"], variant: suppressed ? nil : (user % 2 == 0 ? "A" : "B"),

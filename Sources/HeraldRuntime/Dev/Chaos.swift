@@ -254,7 +254,7 @@ public struct Chaos {
                 }
             case "payment_failed" where rng.next() % 5 < 2:
                 let id = Candidate.notificationID(ruleID: "payment-failed", shopID: event.shopID, userID: event.userID,
-                                                  triggerEventID: event.eventID, ordinal: 0)
+                                                  triggerEventID: event.eventID, eventTime: event.occurredAt, ordinal: 0)
                 opens.append(FollowUp(due: now, topic: .behavior, type: rng.next() % 3 == 0 ? "notification_clicked" : "notification_opened",
                                       userID: event.userID, shopID: event.shopID, extra: [("notification_id", .string(id))]))
             default: break

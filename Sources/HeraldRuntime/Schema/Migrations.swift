@@ -288,6 +288,17 @@ public struct Migrator: Sendable {
         DROP INDEX IF EXISTS $S.notifications_time;
         CREATE INDEX IF NOT EXISTS notifications_time_shop_rule ON $S.notifications (event_time, shop_id, rule_id);
         """),
+        (6, "one time-first primary key on notifications", """
+        -- The sink's COPY pays for every index on notifications (docs/performance.md, "Where
+        -- PostgreSQL's work goes"): one key (event_time, shop_id, rule_id, id) both names a
+        -- row (every outcome of a notification carries the same trigger time, shop and rule)
+        -- and serves the dashboards' time/shop/rule filters, instead of a primary key on
+        -- (id, event_time) plus the (event_time, shop_id, rule_id) index. A notification is
+        -- found by id through the time its id carries (StableID.notificationTime).
+        ALTER TABLE $S.notifications DROP CONSTRAINT IF EXISTS notifications_pkey;
+        DROP INDEX IF EXISTS $S.notifications_time_shop_rule;
+        ALTER TABLE $S.notifications ADD CONSTRAINT notifications_pkey PRIMARY KEY (event_time, shop_id, rule_id, id);
+        """),
     ]
 
     public static var latestVersion: Int { steps.last!.version }

@@ -64,34 +64,42 @@ struct SinkWriter {
     /// One outcome per notification id: the last final status if the batch has one (a final
     /// status is never replaced by `deferred`), otherwise the last deferral. In order of
     /// first appearance.
-    static func latestPerID(_ outcomes: [Outcome]) -> [Outcome] {
+    static func latestPerID(_ rows: OutcomeRows) -> OutcomeRows {
+        let all = rows.outcomes
         var index: [String: Int] = [:]
-        index.reserveCapacity(outcomes.count)
-        var out: [Outcome] = []
-        out.reserveCapacity(outcomes.count)
-        for o in outcomes {
-            if let i = index[o.notificationID] {
-                if o.status != .deferred || out[i].status == .deferred { out[i] = o }
+        index.reserveCapacity(rows.count)
+        var out: [Int] = []
+        out.reserveCapacity(rows.count)
+        for i in rows.indices {
+            if let k = index[all[i].notificationID] {
+                if all[i].status != .deferred || all[out[k]].status == .deferred { out[k] = i }
             } else {
-                index[o.notificationID] = out.count
-                out.append(o)
+                index[all[i].notificationID] = out.count
+                out.append(i)
             }
         }
-        return out
+        return OutcomeRows(all, indices: out)
     }
 
     /// Makes sure a partition exists for every day the outcomes fall on (its own short
     /// transaction, before the batch's, so the batch never waits on DDL it does not need).
-    mutating func ensurePartitions(for outcomes: [Outcome], on conn: PostgresConnection) throws {
+    mutating func ensurePartitions(for rows: OutcomeRows, on conn: PostgresConnection) throws {
         var missing: Set<Int64> = []
-        for o in outcomes {
-            let d = NotificationPartitions.day(of: o.eventTime)
+        for i in rows.indices {
+            let d = NotificationPartitions.day(of: rows.outcomes[i].eventTime)
             if !knownDays.contains(d) { missing.insert(d) }
         }
         for d in missing.sorted() {
             try partitions.ensure(days: d...d, on: conn)
             knownDays.insert(d)
         }
+    }
+
+    /// The `timestamptz` bounds [from, to) of the event time a notification id carries
+    /// (`StableID.eventTimeRange`); an empty range for an id Herald did not make.
+    static func eventTimeBounds(ofNotificationID id: String) -> (String, String) {
+        guard let range = StableID.eventTimeRange(ofNotificationID: id) else { return ("infinity", "infinity") }
+        return (range.from?.rfc3339 ?? "-infinity", range.to?.rfc3339 ?? "infinity")
     }
 
     /// Forget which partitions exist (retention may have dropped some).
@@ -101,9 +109,17 @@ struct SinkWriter {
     @discardableResult
     mutating func write(outcomes: [Outcome], conversions: [Conversion] = [], engagements: [Engagement] = [],
                         deadLetters: [DeadLetter], on conn: PostgresConnection) throws -> Int {
+        try write(OutcomeRows(outcomes), conversions: conversions, engagements: engagements, deadLetters: deadLetters,
+                  on: conn)
+    }
+
+    /// Writes `rows` (some of a batch's outcomes), conversions, engagements and dead letters.
+    @discardableResult
+    mutating func write(_ rows: OutcomeRows, conversions: [Conversion] = [], engagements: [Engagement] = [],
+                        deadLetters: [DeadLetter], on conn: PostgresConnection) throws -> Int {
         do {
-            try ensurePartitions(for: outcomes, on: conn)
-            return try writeBatch(outcomes: Self.latestPerID(outcomes), conversions: conversions,
+            try ensurePartitions(for: rows, on: conn)
+            return try writeBatch(outcomes: Self.latestPerID(rows).sortedByEventTime(), conversions: conversions,
                                   engagements: engagements, deadLetters: deadLetters, on: conn)
         } catch {
             forgetPartitions()
@@ -111,7 +127,7 @@ struct SinkWriter {
         }
     }
 
-    private mutating func writeBatch(outcomes: [Outcome], conversions: [Conversion], engagements: [Engagement],
+    private mutating func writeBatch(outcomes: OutcomeRows, conversions: [Conversion], engagements: [Engagement],
                                      deadLetters: [DeadLetter], on conn: PostgresConnection) throws -> Int {
         let s = SQLIdentifier.quoted(schema)
         return try conn.transaction {
@@ -121,28 +137,34 @@ struct SinkWriter {
             }
             // One conversion per notification: the first goal event. After the outcomes, so a
             // conversion finds a notification written in the same batch: it takes that
-            // notification's event time (the funnel's cohort) and variant.
+            // notification's event time (the funnel's cohort) and variant. A notification is found
+            // by id within the millisecond its id carries (the primary key starts with
+            // event_time; there is no index on id alone).
             for c in conversions {
+                let (from, to) = Self.eventTimeBounds(ofNotificationID: c.notificationID)
                 try conn.execute("""
                     INSERT INTO \(s).conversions
                         (notification_id, notification_time, shop_id, user_id, rule_id, variant, goal_event_id, converted_at)
                     SELECT $1, coalesce(n.event_time, $7::timestamptz), $2, $3, $4, coalesce($5, n.variant), $6, $7
                     FROM (SELECT 1) one LEFT JOIN LATERAL (
-                        SELECT event_time, variant FROM \(s).notifications WHERE id = $1 LIMIT 1) n ON true
+                        SELECT event_time, variant FROM \(s).notifications
+                        WHERE event_time >= $8 AND event_time < $9 AND id = $1 LIMIT 1) n ON true
                     ON CONFLICT (notification_id) DO NOTHING
-                    """, [c.notificationID, c.shopID, c.userID, c.ruleID, c.variant, c.goalEventID, c.convertedAt.rfc3339])
+                    """, [c.notificationID, c.shopID, c.userID, c.ruleID, c.variant, c.goalEventID, c.convertedAt.rfc3339,
+                          from, to])
             }
             // Engagements take the notification's cohort time, shop, rule and variant from its
             // row; an open of a notification Herald never wrote has nothing to count against.
             for e in engagements {
+                let (from, to) = Self.eventTimeBounds(ofNotificationID: e.notificationID)
                 try conn.execute("""
                     INSERT INTO \(s).engagements
                         (notification_id, notification_time, shop_id, rule_id, variant, kind, event_id, occurred_at)
                     SELECT n.id, n.event_time, n.shop_id, n.rule_id, n.variant, $2, $3, $4
-                    FROM \(s).notifications n WHERE n.id = $1
+                    FROM \(s).notifications n WHERE n.event_time >= $5 AND n.event_time < $6 AND n.id = $1
                     ORDER BY n.event_time LIMIT 1
                     ON CONFLICT (notification_id, kind, event_id) DO NOTHING
-                    """, [e.notificationID, e.kind.rawValue, e.eventID, e.occurredAt.rfc3339])
+                    """, [e.notificationID, e.kind.rawValue, e.eventID, e.occurredAt.rfc3339, from, to])
             }
             for d in deadLetters {
                 try conn.execute("""
@@ -159,7 +181,7 @@ struct SinkWriter {
     }
 
     /// Writes deduplicated outcomes inside the batch's transaction; returns the rows changed.
-    private mutating func writeOutcomes(_ outcomes: [Outcome], on conn: PostgresConnection) throws -> Int {
+    private mutating func writeOutcomes(_ outcomes: OutcomeRows, on conn: PostgresConnection) throws -> Int {
         if stagedBatchesAhead == 0 {
             do {
                 try writeDirect(outcomes, on: conn)
@@ -180,16 +202,17 @@ struct SinkWriter {
 
     /// Every id is new: `COPY` into `notifications`, rollup deltas summed here, escalations
     /// for the `sent` ones. Throws unique_violation (23505), having written nothing, if any
-    /// (id, event_time) is already stored.
-    private func writeDirect(_ outcomes: [Outcome], on conn: PostgresConnection) throws {
+    /// of them is already stored.
+    private func writeDirect(_ outcomes: OutcomeRows, on conn: PostgresConnection) throws {
         let s = SQLIdentifier.quoted(schema)
         _ = try conn.transaction {
             try conn.copyFrom("COPY \(s).notifications (\(Self.columns)) FROM STDIN") { rows in
-                for o in outcomes { Self.appendRow(o, to: &rows) }
+                outcomes.forEach { Self.appendRow($0, to: &rows) }
             }
         }
         try addRollup(RollupDeltas(adding: outcomes), on: conn)
-        let escalated = outcomes.filter { $0.status == .sent && $0.escalated }
+        let escalated = outcomes.indices.filter { outcomes.outcomes[$0].status == .sent && outcomes.outcomes[$0].escalated }
+            .map { outcomes.outcomes[$0] }
         if !escalated.isEmpty {
             try conn.execute("""
                 INSERT INTO \(s).escalations (notification_id, shop_id, user_id, rule_id, priority, tags, event_time)
@@ -234,16 +257,16 @@ struct SinkWriter {
     /// (`ON CONFLICT DO NOTHING`, counting them in the rollup and taking them out of staging),
     /// then the previous-version upsert for what is left, in a statement of its own so that it
     /// sees rows another sink committed meanwhile.
-    private func writeStaged(_ outcomes: [Outcome], on conn: PostgresConnection) throws -> Int {
+    private func writeStaged(_ outcomes: OutcomeRows, on conn: PostgresConnection) throws -> Int {
         let s = SQLIdentifier.quoted(schema)
         try conn.copyFrom("COPY herald_staged_notifications (\(Self.columns)) FROM STDIN") { rows in
-            for o in outcomes { Self.appendRow(o, to: &rows) }
+            outcomes.forEach { Self.appendRow($0, to: &rows) }
         }
         let inserted = Int(try conn.execute("""
             WITH ins AS (
                 INSERT INTO \(s).notifications (\(Self.columns))
                 SELECT \(Self.columns) FROM herald_staged_notifications
-                ON CONFLICT (id, event_time) DO NOTHING
+                ON CONFLICT (event_time, shop_id, rule_id, id) DO NOTHING
                 RETURNING id, event_time, shop_id, user_id, rule_id, variant, priority, status, reason, escalated, tags
             ), counted AS (
                 INSERT INTO \(s).rule_stats_minute AS r (minute, shop_id, rule_id, variant, status, reason, count)
@@ -271,11 +294,11 @@ struct SinkWriter {
         let r = try conn.execute("""
             WITH prev AS (
                 SELECT n.id, n.event_time, n.shop_id, n.rule_id, n.variant, n.status, n.reason
-                FROM \(s).notifications n JOIN herald_staged_notifications b USING (id, event_time)
+                FROM \(s).notifications n JOIN herald_staged_notifications b USING (event_time, shop_id, rule_id, id)
             ), up AS (
                 INSERT INTO \(s).notifications AS n (\(Self.columns))
                 SELECT \(Self.columns) FROM herald_staged_notifications
-                ON CONFLICT (id, event_time) DO UPDATE SET
+                ON CONFLICT (event_time, shop_id, rule_id, id) DO UPDATE SET
                     status = excluded.status, reason = excluded.reason, variant = excluded.variant,
                     merged_into = excluded.merged_into, title = excluded.title, body = excluded.body,
                     escalated = excluded.escalated, due_at = excluded.due_at, decided_at = excluded.decided_at,
@@ -288,7 +311,7 @@ struct SinkWriter {
                 SELECT event_time, shop_id, rule_id, variant, status, reason, 1 AS d FROM up
                 UNION ALL
                 SELECT p.event_time, p.shop_id, p.rule_id, p.variant, p.status, p.reason, -1
-                FROM prev p JOIN up USING (id, event_time)
+                FROM prev p JOIN up USING (event_time, shop_id, rule_id, id)
             ), counted AS (
                 INSERT INTO \(s).rule_stats_minute AS r (minute, shop_id, rule_id, variant, status, reason, count)
                 SELECT date_trunc('minute', event_time), shop_id, rule_id, coalesce(variant, ''), status,
@@ -319,30 +342,82 @@ struct RollupDeltas {
     var counts: [Key: Int] = [:]
 
     /// +1 for each outcome's key ('' for no variant or reason, as in the table).
-    init(adding outcomes: [Outcome]) {
-        for o in outcomes {
-            let us = o.eventTime.microseconds
-            let key = Key(minute: us - ((us % 60_000_000) + 60_000_000) % 60_000_000, shopID: o.shopID,
-                          ruleID: o.ruleID, variant: o.variant ?? "", status: o.status.rawValue, reason: o.reason ?? "")
+    init(adding outcomes: OutcomeRows) {
+        // Field by field from the array: handing whole outcomes to a closure copies each.
+        let all = outcomes.outcomes
+        for i in outcomes.indices {
+            let us = all[i].eventTime.microseconds
+            let key = Key(minute: us - ((us % 60_000_000) + 60_000_000) % 60_000_000, shopID: all[i].shopID,
+                          ruleID: all[i].ruleID, variant: all[i].variant ?? "", status: all[i].status.rawValue,
+                          reason: all[i].reason ?? "")
             counts[key, default: 0] += 1
         }
+    }
+}
+
+/// Some of a batch's outcomes, named by their index in the batch: splitting a batch into
+/// writer lanes, keeping the latest outcome per id and ordering rows by time copy no outcome
+/// into new arrays (each copy retains a dozen strings and arrays).
+struct OutcomeRows {
+    let outcomes: [Outcome]
+    private(set) var indices: [Int]
+
+    init(_ outcomes: [Outcome]) {
+        self.outcomes = outcomes
+        self.indices = Array(outcomes.indices)
+    }
+
+    init(_ outcomes: [Outcome], indices: [Int]) {
+        self.outcomes = outcomes
+        self.indices = indices
+    }
+
+    var count: Int { indices.count }
+    var isEmpty: Bool { indices.isEmpty }
+
+    /// The selected outcome at `position` (0 is the first selected).
+    subscript(position: Int) -> Outcome { outcomes[indices[position]] }
+
+    /// Calls `body` with each selected outcome in order. (Each call retains and releases the
+    /// outcome's strings and arrays; hot loops that need a few fields read them in place.)
+    func forEach(_ body: (Outcome) throws -> Void) rethrows {
+        for i in indices { try body(outcomes[i]) }
+    }
+
+    /// The selected outcomes as an array (copies).
+    func map<T>(_ transform: (Outcome) throws -> T) rethrows -> [T] {
+        var out: [T] = []
+        out.reserveCapacity(indices.count)
+        try forEach { out.append(try transform($0)) }
+        return out
+    }
+
+    /// The same rows in event-time order (stable): a backlog batch reads many Kafka
+    /// partitions a chunk at a time, and rows in key order descend the time-first primary
+    /// key to neighbouring pages instead of all over the hour.
+    func sortedByEventTime() -> OutcomeRows {
+        let all = outcomes
+        let times = indices.map { all[$0].eventTime.microseconds }
+        let order = indices.indices.sorted { times[$0] < times[$1] || (times[$0] == times[$1] && $0 < $1) }
+        return OutcomeRows(outcomes, indices: order.map { indices[$0] })
     }
 }
 
 enum PostgresArray {
     /// A `text[]` input literal: every element double-quoted with `"` and `\` escaped.
     static func literal(_ values: [String]) -> String {
-        var out = "{"
-        for (i, v) in values.enumerated() {
-            if i > 0 { out += "," }
-            out += "\""
-            for ch in v.unicodeScalars {
-                if ch == "\"" || ch == "\\" { out += "\\" }
-                out.unicodeScalars.append(ch)
+        var out: [UInt8] = [UInt8(ascii: "{")]
+        for i in values.indices {
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            out.append(UInt8(ascii: "\""))
+            for b in values[i].utf8 {
+                if b == UInt8(ascii: "\"") || b == UInt8(ascii: "\\") { out.append(UInt8(ascii: "\\")) }
+                out.append(b)
             }
-            out += "\""
+            out.append(UInt8(ascii: "\""))
         }
-        return out + "}"
+        out.append(UInt8(ascii: "}"))
+        return String(decoding: out, as: UTF8.self)
     }
 }
 

@@ -45,9 +45,15 @@ final class RetentionGuard {
     /// Call for every consumed message, in order; returns the dead letter for offsets lost just before it.
     func check(_ m: KafkaMessage) -> DeadLetter? {
         let tp = m.topicPartition
-        if expected[tp] == nil { loadCommitted(including: tp) }
-        let next = expected[tp] ?? nil
-        expected[tp] = m.offset + 1
+        // One hash lookup per message in the common case: the partition is known.
+        var slot = expected.index(forKey: tp)
+        if slot == nil {
+            loadCommitted(including: tp)
+            slot = expected.index(forKey: tp)
+        }
+        guard let slot else { return nil }  // loadCommitted always records tp
+        let next = expected.values[slot]
+        expected.values[slot] = m.offset + 1
         guard let next, m.offset > next else { return nil }
         let first = next, last = m.offset - 1, count = m.offset - next
         logger.error("offsets deleted by retention before this worker processed them; continuing from the earliest available offset", metadata: [

@@ -143,7 +143,7 @@ final class SinkBatchWriter: @unchecked Sendable {
                 if together {
                     let lane = pending[0]
                     try write(lane: lane) { writer, conn in
-                        try writer.write(outcomes: parts[lane], conversions: batch.conversions,
+                        try writer.write(parts[lane], conversions: batch.conversions,
                                          engagements: batch.engagements, deadLetters: batch.letters, on: conn)
                     }
                 } else {
@@ -180,12 +180,12 @@ final class SinkBatchWriter: @unchecked Sendable {
 
     /// Writes `parts[i]` on lane i for each i in `lanes`, in parallel; returns the lanes that
     /// failed and the first of their errors.
-    private func writeInParallel(_ parts: [[Outcome]], lanes indices: [Int]) throws -> (lanes: [Int], error: PostgresError?) {
+    private func writeInParallel(_ parts: [OutcomeRows], lanes indices: [Int]) throws -> (lanes: [Int], error: PostgresError?) {
         DispatchQueue.concurrentPerform(iterations: indices.count) { k in
             let lane = indices[k]
             do {
                 try write(lane: lane) { writer, conn in
-                    try writer.write(outcomes: parts[lane], deadLetters: [], on: conn)
+                    try writer.write(parts[lane], deadLetters: [], on: conn)
                 }
                 lanes[lane].failure = nil
             } catch {
@@ -213,17 +213,17 @@ final class SinkBatchWriter: @unchecked Sendable {
 
     /// Splits outcomes into one part per lane by (shop, rule): every outcome of a notification,
     /// and every row of one rollup key, lands in the same part.
-    static func split(_ outcomes: [Outcome], lanes: Int) -> [[Outcome]] {
-        guard lanes > 1 else { return [outcomes] }
-        var parts = [[Outcome]](repeating: [], count: lanes)
-        for o in outcomes {
+    static func split(_ outcomes: [Outcome], lanes: Int) -> [OutcomeRows] {
+        guard lanes > 1 else { return [OutcomeRows(outcomes)] }
+        var parts = [[Int]](repeating: [], count: lanes)
+        for i in outcomes.indices {
             // FNV-1a: stable across processes (Swift's Hasher is seeded per process).
             var h: UInt64 = 0xcbf2_9ce4_8422_2325
-            for b in o.shopID.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+            for b in outcomes[i].shopID.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
             h = (h ^ 0xff) &* 0x100_0000_01b3
-            for b in o.ruleID.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
-            parts[Int(h % UInt64(lanes))].append(o)
+            for b in outcomes[i].ruleID.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+            parts[Int(h % UInt64(lanes))].append(i)
         }
-        return parts
+        return parts.map { OutcomeRows(outcomes, indices: $0) }
     }
 }

@@ -164,14 +164,30 @@ struct SinkBatch: Sendable {
     var conversions: [Conversion] = []
     var engagements: [Engagement] = []
     var letters: [DeadLetter] = []
-    var offsets: [TopicPartition: Int64] = [:]
+    /// The next offset to commit per partition.
+    var offsets: [TopicPartition: Int64] {
+        var all = settledOffsets
+        if let run = offsetRun { all[run.partition] = run.next }
+        return all
+    }
+    private var settledOffsets: [TopicPartition: Int64] = [:]
+    /// The partition of the latest messages and the offset after them: a poll returns a
+    /// partition's messages together, so the dictionary is written once per run, not per message.
+    private var offsetRun: (partition: TopicPartition, next: Int64)?
+    /// Values repeated across the batch's outcomes, decoded once (`OutcomeValueCache`).
+    private var valueCache = OutcomeValueCache()
     var count = 0
 
     var rows: Int { outcomes.count + conversions.count + engagements.count + letters.count }
 
     mutating func add(_ m: KafkaMessage, topics: TopicNames) {
         count += 1
-        offsets[TopicPartition(m.topic, m.partition)] = m.offset + 1
+        if let run = offsetRun, run.partition.partition == m.partition, run.partition.topic == m.topic {
+            offsetRun!.next = m.offset + 1
+        } else {
+            if let run = offsetRun { settledOffsets[run.partition] = run.next }
+            offsetRun = (TopicPartition(m.topic, m.partition), m.offset + 1)
+        }
         do throws(MessageDecodingError) {
             let kind = m.topic == topics.outcomes ? Conversion.kind(of: m.value) : nil
             if kind == "conversion" {
@@ -179,7 +195,7 @@ struct SinkBatch: Sendable {
             } else if kind == "engagement" {
                 engagements.append(try Engagement(json: m.value))
             } else if m.topic == topics.outcomes {
-                outcomes.append(try Outcome(json: m.value))
+                outcomes.append(try Outcome(json: m.value, cache: &valueCache))
             } else {
                 letters.append(try DeadLetter(json: m.value))
             }
