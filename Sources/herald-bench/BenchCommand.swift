@@ -40,8 +40,8 @@ struct SinkBench: ParsableCommand {
     @Option(help: "Partitions of the broker's topics (0: enough that the mock broker's retention drops nothing).")
     var partitions = 0
 
-    @Option(help: "herald-sink --batch-size.")
-    var batchSize = 5000
+    @Option(help: "herald-sink --batch-size (its default).")
+    var batchSize = WorkerConfig.sinkBatchSize
 
     @Option(help: "Log level.")
     var logLevel = "warning"

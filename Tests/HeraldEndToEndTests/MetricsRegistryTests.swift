@@ -1,3 +1,4 @@
+import Foundation
 import HeraldCore
 import HeraldRuntime
 import Testing
@@ -38,6 +39,13 @@ import Testing
         #expect(throws: (any Error).self) { try WorkerOptions.parse(["--grace", "soon"]).resolve(stage: "t") }
         #expect(throws: (any Error).self) { try WorkerOptions.parse(["--log-format", "xml"]).resolve(stage: "t") }
         #expect(throws: (any Error).self) { try WorkerOptions.parse(["--metrics-port", "70000"]).resolve(stage: "t") }
+    }
+
+    @Test(.enabled(if: ProcessInfo.processInfo.environment["HERALD_BATCH_SIZE"] == nil))
+    func theSinkTakesLargerBatchesByDefault() throws {
+        #expect(try WorkerOptions.parse([]).resolve(stage: "herald-trigger").batchSize == 5000)
+        #expect(try WorkerOptions.parse([]).resolve(stage: "herald-sink").batchSize == 20_000)
+        #expect(try WorkerOptions.parse(["--batch-size", "7"]).resolve(stage: "herald-sink").batchSize == 7)
     }
 }
 

@@ -130,6 +130,10 @@ public struct WorkerConfig: Sendable {
     public var kafkaProperties: [String: String] = [:]
     public var topics = TopicNames()
     public var schema = "herald"
+    /// Most messages per batch: 5,000, and 20,000 for herald-sink, whose per-batch costs
+    /// (transactions, rollup keys, offset commits) are worth amortising over more rows while
+    /// it drains a backlog (docs/decisions.md, "The sink's batches"); `--flush-interval` bounds
+    /// a batch's wait when traffic is light.
     public var batchSize = 5000
     public var logLevel = "info"
     public var logFormat = "text"
@@ -143,7 +147,11 @@ public struct WorkerConfig: Sendable {
     public init(stage: String) {
         self.stage = stage
         self.group = stage
+        if stage == "herald-sink" { batchSize = Self.sinkBatchSize }
     }
+
+    /// herald-sink's default `--batch-size`.
+    public static let sinkBatchSize = 20_000
 
     public var kafka: KafkaClientConfig { KafkaClientConfig(brokers: brokers, properties: kafkaProperties) }
 }
