@@ -36,7 +36,7 @@ import Testing
         let components = path.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
         let items: [JSONValue] = [.object(JSONObject([("event", .object(JSONObject([("status", .string("shipped"))])))]))]
         for m in [Message(Self.candidate), Message(Self.candidate, items: items)] {
-            #expect(Shaper.lookup(components, in: m) == Self.root(m)[path: path])
+            #expect(Shaper.lookup(components, m.candidate, m.items) == Self.root(m)[path: path])
         }
     }
 

@@ -445,10 +445,6 @@ public struct Shaper: Sendable {
     /// The value at a template path (split at its dots) in the scope templates see:
     /// `event`, `user`, `rule` (its `id`), `notification` (`id`, `priority`, `channels`) and,
     /// for a digest, `items`. Only the root a path names is built.
-    static func lookup(_ path: [String], in m: Message) -> JSONValue? {
-        lookup(path, m.candidate, m.items)
-    }
-
     static func lookup(_ path: [String], _ c: Candidate, _ items: [JSONValue]?) -> JSONValue? {
         guard let first = path.first else { return nil }
         var current: JSONValue

@@ -47,8 +47,10 @@ public struct TriggerEngine: Sendable {
     /// The newest time the engine was advanced to.
     public internal(set) var clock: Timestamp?
     /// `process(_:_:advancingUpTo:into:)`'s hashes of a group of events (user, event, …),
-    /// and the sum of what it read ahead.
+    /// the slots its users' table entries name (0: none; else slot + 1), and the sum of what
+    /// it read ahead.
     private var scratch: [UInt64] = []
+    private var guesses: [UInt32] = []
     private var touched: UInt64 = 0
 
     public init(rules: RuleSet, eventHorizon: TimeSpan = .days(7)) {
@@ -115,25 +117,26 @@ public struct TriggerEngine: Sendable {
         while start < range.upperBound {
             let end = min(start + Self.lookahead, range.upperBound)
             scratch.removeAll(keepingCapacity: true)
+            guesses.removeAll(keepingCapacity: true)
             for i in start..<end {
                 let (u, e) = Self.hashes(shop: events[i].shopID, user: events[i].userID, eventID: events[i].eventID)
                 scratch.append(u)
                 scratch.append(e)
             }
             // Summed and kept, so that the reads are not optimized away.
-            var touched: UInt64 = 0
+            var sum: UInt64 = 0
             for k in 0..<(end - start) {
-                touched &+= seenEvents.touch(scratch[2 * k + 1])
-                touched &+= UInt64(users.slotGuess(hash: scratch[2 * k]) ?? 0)
-                touched &+= UInt64(events[start + k].body.keys.count &+ events[start + k].body.values.count)
+                sum &+= seenEvents.touch(scratch[2 * k + 1])
+                guesses.append(users.slotGuess(hash: scratch[2 * k]).map { $0 &+ 1 } ?? 0)
+                sum &+= UInt64(events[start + k].body.keys.count &+ events[start + k].body.values.count)
             }
-            for k in 0..<(end - start) {
-                guard let slot = users.slotGuess(hash: scratch[2 * k]), Int(slot) < states.count else { continue }
-                touched &+= UInt64(users.touch(slot))
-                touched &+= UInt64(bitPattern: states[Int(slot)].lastSeen.microseconds)
-                touched &+= idle.touch(slot: slot) &+ counts.touch(slot: slot)
+            for guess in guesses where guess != 0 && Int(guess - 1) < states.count {
+                let slot = guess - 1
+                sum &+= UInt64(users.touch(slot))
+                sum &+= UInt64(bitPattern: states[Int(slot)].lastSeen.microseconds)
+                sum &+= idle.touch(slot: slot) &+ counts.touch(slot: slot)
             }
-            self.touched = touched
+            touched &+= sum
             for i in start..<end {
                 let t = events[i].occurredAt
                 if let bound, t <= bound { advance(to: t, into: &out) }
@@ -564,12 +567,12 @@ struct IdleColumns: Sendable {
             guard Int(slot) < states.count else { continue }
             var i = states[Int(slot)].pendingHead
             while i != 0 {
-                let (due, timer) = pool.timing(i)
-                let bucket = IdleBuckets.index(due)
+                let timing = pool.timing(of: i)
+                let bucket = IdleBuckets.index(timing.due)
                 if bucket == index {
-                    timers.heap.push(.init(due: due, sequence: timer, user: slot))
+                    timers.heap.push(.init(due: timing.due, sequence: timing.timer, user: slot))
                 } else if bucket > index {
-                    buckets.add(column: pendingColumn, slot: slot, due: due)
+                    buckets.add(column: pendingColumn, slot: slot, due: timing.due)
                 }
                 i = pool.next(i)
             }
@@ -591,7 +594,7 @@ struct IdleColumns: Sendable {
                     guard Int(slot) < states.count else { continue }
                     var i = states[Int(slot)].pendingHead
                     while i != 0 {
-                        let due = pool.timing(i).due
+                        let due = pool.timing(of: i).due
                         if best.map({ due < $0 }) ?? true { best = due }
                         i = pool.next(i)
                     }

@@ -189,14 +189,12 @@ struct PackedObject: Sendable {
 /// from `UserState.pendingHead`, in the order they were added (timer order). Freed entries
 /// are reused. Indices are 1-based; 0 ends a list.
 struct PendingPool: Sendable {
-    private struct Entry: Sendable {
+    private struct Entry: LinkedEntry {
         var firing: UserState.Pending
         var next: UInt32
     }
 
-    private var entries = ChunkedArray<Entry>()
-    /// The first free entry (its `next` the one after).
-    private var free: UInt32 = 0
+    private var entries = LinkedEntries<Entry>()
 
     private static let blank = UserState.Pending(timer: 0, rule: 0, ordinal: 0, due: Timestamp(microseconds: 0),
                                                  triggerTime: Timestamp(microseconds: 0), triggerEventID: "",
@@ -208,11 +206,6 @@ struct PendingPool: Sendable {
     }
 
     func next(_ i: UInt32) -> UInt32 { entries[i].next }
-
-    /// Entry `i`'s due time and timer (without copying its strings).
-    func timing(_ i: UInt32) -> (due: Timestamp, timer: UInt64) {
-        (entries[i].firing.due, entries[i].firing.timer)
-    }
 
     /// What the list walks look at: a firing's timing, without its strings (a copy of the
     /// whole firing retains its event bytes, a cache miss).
@@ -255,14 +248,7 @@ struct PendingPool: Sendable {
 
     /// Adds `p` at the end of the list from `head`.
     mutating func append(_ p: UserState.Pending, to head: inout UInt32) {
-        let i: UInt32
-        if free != 0 {
-            i = free
-            free = entries[i].next
-            entries[i] = Entry(firing: p, next: 0)
-        } else {
-            i = entries.append(Entry(firing: p, next: 0))
-        }
+        let i = entries.allocate(Entry(firing: p, next: 0))
         if head == 0 {
             head = i
             return
@@ -284,8 +270,7 @@ struct PendingPool: Sendable {
             entries[prev].next = after
         }
         let p = entries[i].firing
-        entries[i] = Entry(firing: Self.blank, next: free)  // drops its strings
-        free = i
+        entries.release(i, leaving: Entry(firing: Self.blank, next: 0))  // drops its strings
         return p
     }
 
@@ -297,8 +282,7 @@ struct PendingPool: Sendable {
             let after = entries[i].next
             if match(entries[i].firing) {
                 if prev == 0 { head = after } else { entries[prev].next = after }
-                entries[i] = Entry(firing: Self.blank, next: free)
-                free = i
+                entries.release(i, leaving: Entry(firing: Self.blank, next: 0))
             } else {
                 prev = i
             }
@@ -313,14 +297,13 @@ struct PendingPool: Sendable {
 /// `login-risk` gives one to every user with a failed sign-in). Freed entries are reused;
 /// indices are 1-based, 0 ends a list.
 struct WindowPool: Sendable {
-    private struct Entry: Sendable {
+    private struct Entry: LinkedEntry {
         var time: Timestamp
         var rule: Int32
         var next: UInt32
     }
 
-    private var entries = ChunkedArray<Entry>()
-    private var free: UInt32 = 0
+    private var entries = LinkedEntries<Entry>()
 
     /// The windows of the list from `head`.
     func windows(from head: UInt32) -> [UserState.Window] {
@@ -344,27 +327,54 @@ struct WindowPool: Sendable {
         var i = head
         while i != 0 {
             let after = entries[i].next
-            entries[i].next = free
-            free = i
+            entries.release(i, leaving: entries[i])
             i = after
         }
         head = 0
         var last: UInt32 = 0
         for w in windows {
             for t in w.times {
-                let e = Entry(time: t, rule: Int32(truncatingIfNeeded: w.rule), next: 0)
-                let j: UInt32
-                if free != 0 {
-                    j = free
-                    free = entries[j].next
-                    entries[j] = e
-                } else {
-                    j = entries.append(e)
-                }
+                let j = entries.allocate(Entry(time: t, rule: Int32(truncatingIfNeeded: w.rule), next: 0))
                 if last == 0 { head = j } else { entries[last].next = j }
                 last = j
             }
         }
+    }
+}
+
+/// An entry of a pool's lists: the index of the next entry of its list, or of the next free
+/// entry once released (0: none).
+protocol LinkedEntry: Sendable {
+    var next: UInt32 { get set }
+}
+
+/// The pools' entries with their free list: released entries are reused before the array
+/// grows. Indices are 1-based (0 ends a list).
+struct LinkedEntries<Entry: LinkedEntry>: Sendable {
+    private var entries = ChunkedArray<Entry>()
+    /// The first free entry (its `next` the one after).
+    private var free: UInt32 = 0
+
+    subscript(i: UInt32) -> Entry {
+        get { entries[i] }
+        _modify { yield &entries[i] }
+    }
+
+    /// Stores `e` in a free entry, or a new one; returns its index.
+    mutating func allocate(_ e: Entry) -> UInt32 {
+        guard free != 0 else { return entries.append(e) }
+        let i = free
+        free = entries[i].next
+        entries[i] = e
+        return i
+    }
+
+    /// Frees entry `i`, leaving `e` in it (a blank one drops what the old entry held).
+    mutating func release(_ i: UInt32, leaving e: Entry) {
+        var e = e
+        e.next = free
+        entries[i] = e
+        free = i
     }
 }
 
