@@ -63,6 +63,57 @@ import Testing
     }
 }
 
+/// The parser reads strings eight bytes at a time and takes the required event fields' keys
+/// as constants; these check both against what the byte-by-byte reading gives.
+@Suite struct JSONParserShortcutTests {
+    @Test func duplicateKeysAreFoundHoweverTheyAreWritten() {
+        for input in [#"{"a":1,"\u0061":2}"#, #"{"\u0061":1,"a":2}"#, #"{"event_id":"x","event\u005fid":"y"}"#,
+                      #"{"event\u005fid":"x","event_id":"y"}"#, #"{"type":"a","b":1,"type":"c"}"#] {
+            #expect(throws: JSONParseError.self, "\(input)") { try JSONParser.parse(input) }
+        }
+        // Many keys (their one-bit hashes collide) and then a repeat of each of them.
+        let names = (0..<80).map { "k\($0)" } + ["event_id", "type", "shop_id", "user_id", "occurred_at", "é", ""]
+        let members = names.map { "\"\($0)\":1" }
+        #expect((try? JSONParser.parse("{" + members.joined(separator: ",") + "}")) != nil)
+        for repeated in names {
+            let text = "{" + (members + ["\"\(repeated)\":2"]).joined(separator: ",") + "}"
+            #expect(throws: JSONParseError(message: "duplicate key \"\(repeated)\"", offset: text.utf8.count - repeated.utf8.count - 5)) {
+                try JSONParser.parse(text)
+            }
+        }
+    }
+
+    @Test func knownKeysAreTheKeysWritten() throws {
+        let v = try JSONParser.parse(#"{"event_id":"e","type":"t","shop_id":"s","user_id":"u","occurred_at":"o","event_ids":1,"typ":2,"event\u005fidx":3,"user_i":4}"#)
+        #expect(v.objectValue?.keys == ["event_id", "type", "shop_id", "user_id", "occurred_at", "event_ids", "typ", "event_idx", "user_i"])
+        #expect(throws: JSONParseError.self) { try JSONParser.parse(#"{"event_id"#) }
+        #expect(throws: JSONParseError.self) { try JSONParser.parse(#"{"event_id""#) }
+    }
+
+    /// Strings of 0–40 characters with quotes, backslashes, control characters and non-ASCII
+    /// at every position round-trip through the writer; a raw control character or a lone
+    /// invalid byte at any position is rejected.
+    @Test func stringsReadInWordsAreTheStringsWritten() throws {
+        var rng = SplitMix64(seed: 3)
+        let specials: [Character] = ["\"", "\\", "\n", "\u{1}", "\u{1F}", "é", "中", "😀", "\u{7F}", " ", "/"]
+        for length in 0...40 {
+            for position in 0..<max(length, 1) {
+                var chars = (0..<length).map { _ in Character(Unicode.Scalar(UInt8(0x61 + rng.next() % 26))) }
+                if length > 0 { chars[position] = specials[Int(rng.next() % UInt64(specials.count))] }
+                let s = String(chars)
+                let value = JSONValue.object(JSONObject([("k", .string(s))]))
+                #expect(try JSONParser.parse(value.jsonString) == value, "\(s.debugDescription)")
+                guard length > 0 else { continue }
+                for bad: UInt8 in [0x01, 0x1F, 0x00, 0xFF, 0xC3] {
+                    var bytes = Array(#"{"k":""#.utf8) + Array(repeating: UInt8(ascii: "a"), count: length) + Array(#""}"#.utf8)
+                    bytes[6 + position] = bad
+                    #expect(throws: JSONParseError.self) { try JSONParser.parse(bytes) }
+                }
+            }
+        }
+    }
+}
+
 @Suite struct UTF8ValidationTests {
     /// Agrees with the standard library on every 1- and 2-byte sequence and on a sample of
     /// longer ones.

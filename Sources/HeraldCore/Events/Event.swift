@@ -74,14 +74,15 @@ public enum EventDecoder {
         }
         // One pass over the members finds the required fields (then checked in a fixed order).
         var found: (JSONValue?, JSONValue?, JSONValue?, JSONValue?, JSONValue?) = (nil, nil, nil, nil, nil)
-        for (k, v) in object.members {
+        // (By index: iterating the members copies every value.)
+        for (i, k) in object.keys.enumerated() {
             // By length first: a string compare per member and field costs more than the rest.
             switch k.utf8.count {
-            case 8 where k == "event_id": found.0 = v
-            case 4 where k == "type": found.1 = v
-            case 7 where k == "shop_id": found.2 = v
-            case 7 where k == "user_id": found.3 = v
-            case 11 where k == "occurred_at": found.4 = v
+            case 8 where k == "event_id": found.0 = object.values[i]
+            case 4 where k == "type": found.1 = object.values[i]
+            case 7 where k == "shop_id": found.2 = object.values[i]
+            case 7 where k == "user_id": found.3 = object.values[i]
+            case 11 where k == "occurred_at": found.4 = object.values[i]
             default: break
             }
         }

@@ -105,16 +105,29 @@ struct JSONScanner {
             keys.reserveCapacity(16)
             values.reserveCapacity(16)
         }
+        // One bit per key seen, chosen by a hash of its bytes: a key whose bit is clear is
+        // new, so the keys so far are compared only when bits collide.
+        var keyBits: UInt64 = 0
         while true {
             skipWhitespace()
             guard index < bytes.count else { throw error("unexpected end of input") }
             guard bytes[index] == UInt8(ascii: "\"") else { throw error("expected a string key") }
             let keyOffset = index
-            let key = try parseString()
-            // Lengths first: most keys differ in length, and that compare is free.
-            if keys.contains(where: { $0.utf8.count == key.utf8.count && $0 == key }) {
+            let key = try parseKey()
+            // (Escapes make the bytes longer than the key: then its own bytes are hashed.)
+            let raw = UnsafeBufferPointer(rebasing: bytes[keyOffset + 1..<index - 1])
+            let hash: Int
+            if raw.count == key.utf8.count {
+                hash = Self.keyHash(raw)
+            } else {
+                var k = key
+                hash = k.withUTF8 { Self.keyHash($0) }
+            }
+            let bit = UInt64(1) << hash
+            if keyBits & bit != 0, keys.contains(where: { $0.utf8.count == key.utf8.count && $0 == key }) {
                 throw JSONParseError(message: "duplicate key \"\(key.prefix(64))\"", offset: keyOffset)
             }
+            keyBits |= bit
             skipWhitespace()
             guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { throw error("expected ':'") }
             index += 1
@@ -162,12 +175,63 @@ struct JSONScanner {
         }
     }
 
+    /// 0–63 from a key's UTF-8 bytes (its length, first, middle and last byte): equal keys
+    /// give equal numbers, which is all the duplicate check needs.
+    static func keyHash(_ b: UnsafeBufferPointer<UInt8>) -> Int {
+        let n = b.count
+        guard n > 0 else { return 0 }
+        let h = UInt64(n) &* 0x9E37_79B9_7F4A_7C15 ^ UInt64(b[0]) &* 0xBF58_476D_1CE4_E5B9
+            ^ UInt64(b[n - 1]) &* 0x94D0_49BB_1331_11EB ^ UInt64(b[n / 2]) &* 0x2545_F491_4F6C_DD1D
+        return Int(truncatingIfNeeded: h >> 58)
+    }
+
+    /// An object's key: the fields every event has come back as the same string constants
+    /// (no decoding, no copy), anything else as `parseString` makes it.
+    mutating func parseKey() throws(JSONParseError) -> String {
+        let start = index + 1
+        let n = bytes.count
+        // The five required event fields (SPEC §2), by length then bytes.
+        func matches(_ literal: StaticString) -> Bool {
+            let count = literal.utf8CodeUnitCount
+            guard start + count < n, bytes[start + count] == UInt8(ascii: "\"") else { return false }
+            let p = literal.utf8Start
+            for i in 0..<count where bytes[start + i] != p[i] { return false }
+            return true
+        }
+        if start < n {
+            let known: String?
+            switch bytes[start] {
+            case UInt8(ascii: "e"): known = matches("event_id") ? "event_id" : nil
+            case UInt8(ascii: "t"): known = matches("type") ? "type" : nil
+            case UInt8(ascii: "s"): known = matches("shop_id") ? "shop_id" : nil
+            case UInt8(ascii: "u"): known = matches("user_id") ? "user_id" : nil
+            case UInt8(ascii: "o"): known = matches("occurred_at") ? "occurred_at" : nil
+            default: known = nil
+            }
+            if let known {
+                index = start + known.utf8.count + 1
+                return known
+            }
+        }
+        return try parseString()
+    }
+
     mutating func parseString() throws(JSONParseError) -> String {
         index += 1  // opening quote
         let start = index
         // Fast path: no escapes, all ASCII (nothing to validate) or valid UTF-8.
         var hasEscape = false
         var ascii = true
+        // Eight bytes at a time while none is a quote, a backslash, a control character or
+        // non-ASCII (a word with one goes byte by byte below, from its start).
+        if let base = bytes.baseAddress {
+            let raw = UnsafeRawPointer(base)
+            while index + 8 <= bytes.count {
+                let w = raw.loadUnaligned(fromByteOffset: index, as: UInt64.self)
+                if Self.hasSpecialByte(w) { break }
+                index += 8
+            }
+        }
         while index < bytes.count {
             let b = bytes[index]
             if b == UInt8(ascii: "\"") { break }
@@ -232,6 +296,19 @@ struct JSONScanner {
             }
         }
         throw error("unterminated string")
+    }
+
+    /// Whether any byte of `w` is `"`, `\\`, below 0x20 or 0x80 and above; may say yes
+    /// when none is (borrows between bytes), never no when one is.
+    @inline(__always)
+    static func hasSpecialByte(_ w: UInt64) -> Bool {
+        let ones: UInt64 = 0x0101_0101_0101_0101
+        let highs: UInt64 = 0x8080_8080_8080_8080
+        func zeroByte(_ x: UInt64) -> UInt64 { (x &- ones) & ~x & highs }
+        let quote = zeroByte(w ^ (ones &* 0x22))
+        let backslash = zeroByte(w ^ (ones &* 0x5C))
+        let control = (w &- ones &* 0x20) & ~w & highs
+        return (quote | backslash | control | (w & highs)) != 0
     }
 
     mutating func parseHex4() throws(JSONParseError) -> UInt32 {
