@@ -32,7 +32,7 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
     ],
     targets: [
-        // C libraries, reached only through HeraldKafka and HeraldPostgres.
+        // C libraries, reached only through HeraldKafka and HeraldPostgres (and CMalloc, below).
         .systemLibrary(
             name: "CRdKafka",
             pkgConfig: "rdkafka",
@@ -43,6 +43,9 @@ let package = Package(
             pkgConfig: "libpq",
             providers: [.apt(["libpq-dev"])]
         ),
+        // glibc's malloc_trim (not in Swift's Glibc module): HeraldRuntime's
+        // `ProcessMemory.returnFreedMemory()` only; it takes and returns no pointers.
+        .systemLibrary(name: "CMalloc"),
         .target(
             name: "HeraldKafka",
             dependencies: [
@@ -68,6 +71,7 @@ let package = Package(
         .target(
             name: "HeraldRuntime",
             dependencies: [
+                "CMalloc",
                 "HeraldCore",
                 "HeraldKafka",
                 "HeraldPostgres",

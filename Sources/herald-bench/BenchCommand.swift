@@ -92,12 +92,15 @@ struct TriggerLogicBench: ParsableCommand {
                      r.triggerEPS, r.triggerCPUEPS, r.candidateShare * 100))
         print(String(format: "parse + trigger:  %.0f wall, %.0f CPU (target ≥ 400,000)", r.parseAndTriggerEPS, r.parseAndTriggerCPUEPS))
         print(String(format: "state (in-process engine): %.0f bytes per user (the worker's: herald-bench state)", r.stateBytesPerUser))
+        print(String(format: "returning freed memory (as the workers do after checkpoints): %.1f ms, RSS %d → %d MiB",
+                     r.trimSeconds * 1000, r.residentBeforeTrim >> 20, r.residentAfterTrim >> 20))
         try output.record([
             "trigger_logic_eps": r.triggerEPS.rounded(), "parse_eps": r.parseEPS.rounded(),
             "parse_trigger_eps": r.parseAndTriggerEPS.rounded(), "trigger_candidate_share": (r.candidateShare * 1000).rounded() / 1000,
             "trigger_logic_cpu_eps": r.triggerCPUEPS.rounded(), "parse_cpu_eps": r.parseCPUEPS.rounded(),
             "parse_trigger_cpu_eps": r.parseAndTriggerCPUEPS.rounded(), "trigger_logic_load_average": load,
             "state_bytes_per_user_logic": r.stateBytesPerUser.rounded(), "trigger_logic_users": r.users,
+            "trigger_logic_trim_ms": (r.trimSeconds * 10_000).rounded() / 10,
         ])
     }
 }

@@ -806,7 +806,7 @@ struct RuleLogic {
                 var inColumn: Int?
                 if let c = idle.columnOf[index] {
                     let e = idle.columns[c][Int(slot)]
-                    if e.timer != 0, e.triggerTime < t, t < e.triggerTime + d, listed.map({ e.timer < pool[$0].timer }) ?? true {
+                    if e.timer != 0, e.triggerTime < t, t < e.triggerTime + d, listed.map({ e.timer < pool.timing(of: $0).timer }) ?? true {
                         inColumn = c
                     }
                 }
@@ -876,11 +876,12 @@ struct RuleLogic {
     /// equal — or, for an idle timer, any of the rule's own events.
     func cancels(_ e: SeenRef, _ p: UserState.Pending, idle checkIdle: Bool = true) -> Bool {
         guard e.time > p.triggerTime, e.time < p.due else { return false }
-        let rule = plan.rules[p.rule]
-        if case .idle = rule.timing {
-            return checkIdle && rule.on.contains { $0.matches(topic: e.topic, type: e.type) }
+        // (The rule's fields read in place: a copy of the rule is a dozen retains.)
+        if case .idle = plan.rules[p.rule].timing {
+            return checkIdle && plan.rules[p.rule].on.contains { $0.matches(topic: e.topic, type: e.type) }
         }
-        guard let cancel = rule.cancel, cancel.events.contains(where: { $0.matches(topic: e.topic, type: e.type) }) else {
+        guard let cancel = plan.rules[p.rule].cancel,
+              cancel.events.contains(where: { $0.matches(topic: e.topic, type: e.type) }) else {
             return false
         }
         if cancel.match.isEmpty { return true }

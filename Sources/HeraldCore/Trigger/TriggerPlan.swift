@@ -105,7 +105,8 @@ final class TriggerPlan: Sendable {
         let keep = eventFieldLists[rule]
         if keep.isEmpty { return JSONObject() }
         var out = JSONObject()
-        for (k, v) in body.members where keep.contains(k) { out[k] = v }
+        // By index: iterating the members copies every value, kept or not.
+        for (i, k) in body.keys.enumerated() where keep.contains(k) { out[k] = body.values[i] }
         return out
     }
 }

@@ -200,12 +200,14 @@ struct PendingPool: Sendable {
                                                  triggerTime: Timestamp(microseconds: 0), triggerEventID: "",
                                                  repeatsLeft: 0, event: PackedObject())
 
+    // (`_read`, not `get`: reading one field of a firing would copy the whole entry — a
+    // retain and release of its event id and bytes — for each field read.)
     subscript(i: UInt32) -> UserState.Pending {
-        get { entries[i].firing }
+        _read { yield entries[i].firing }
         _modify { yield &entries[i].firing }
     }
 
-    func next(_ i: UInt32) -> UInt32 { entries[i].next }
+    func next(_ i: UInt32) -> UInt32 { entries.read(i) { $0.next } }
 
     /// What the list walks look at: a firing's timing, without its strings (a copy of the
     /// whole firing retains its event bytes, a cache miss).
@@ -217,8 +219,9 @@ struct PendingPool: Sendable {
     }
 
     func timing(of i: UInt32) -> Timing {
-        Timing(timer: entries[i].firing.timer, rule: entries[i].firing.rule, due: entries[i].firing.due,
-               triggerTime: entries[i].firing.triggerTime)
+        entries.read(i) { e in
+            Timing(timer: e.firing.timer, rule: e.firing.rule, due: e.firing.due, triggerTime: e.firing.triggerTime)
+        }
     }
 
     /// The first entry of the list from `head` for which `match` holds, or 0.
@@ -226,7 +229,7 @@ struct PendingPool: Sendable {
         var i = head
         while i != 0 {
             if match(timing(of: i)) { return i }
-            i = entries[i].next
+            i = next(i)
         }
         return 0
     }
@@ -254,19 +257,19 @@ struct PendingPool: Sendable {
             return
         }
         var last = head
-        while entries[last].next != 0 { last = entries[last].next }
+        while next(last) != 0 { last = next(last) }
         entries[last].next = i
     }
 
     /// Takes entry `i` out of the list from `head`; returns its firing.
     @discardableResult
     mutating func remove(_ i: UInt32, from head: inout UInt32) -> UserState.Pending {
-        let after = entries[i].next
+        let after = next(i)
         if head == i {
             head = after
         } else {
             var prev = head
-            while entries[prev].next != i { prev = entries[prev].next }
+            while next(prev) != i { prev = next(prev) }
             entries[prev].next = after
         }
         let p = entries[i].firing
@@ -279,8 +282,8 @@ struct PendingPool: Sendable {
         var prev: UInt32 = 0
         var i = head
         while i != 0 {
-            let after = entries[i].next
-            if match(entries[i].firing) {
+            let after = next(i)
+            if entries.read(i, { match($0.firing) }) {
                 if prev == 0 { head = after } else { entries[prev].next = after }
                 entries.release(i, leaving: Entry(firing: Self.blank, next: 0))
             } else {
@@ -356,15 +359,18 @@ struct LinkedEntries<Entry: LinkedEntry>: Sendable {
     private var free: UInt32 = 0
 
     subscript(i: UInt32) -> Entry {
-        get { entries[i] }
+        _read { yield entries[i] }
         _modify { yield &entries[i] }
     }
+
+    /// `body` of entry `i`, borrowed (`ChunkedArray.read`).
+    func read<R>(_ i: UInt32, _ body: (borrowing Entry) -> R) -> R { entries.read(i, body) }
 
     /// Stores `e` in a free entry, or a new one; returns its index.
     mutating func allocate(_ e: Entry) -> UInt32 {
         guard free != 0 else { return entries.append(e) }
         let i = free
-        free = entries[i].next
+        free = entries.read(i) { $0.next }
         entries[i] = e
         return i
     }
@@ -387,13 +393,22 @@ struct ChunkedArray<Element: Sendable>: Sendable {
     private(set) var count = 0
 
     subscript(i: UInt32) -> Element {
-        get {
+        _read {
             let k = Int(i) - 1
-            return chunks[k >> 9][k & 511]
+            yield chunks[k >> 9][k & 511]
         }
         _modify {
             let k = Int(i) - 1
             yield &chunks[k >> 9][k & 511]
+        }
+    }
+
+    /// `body` of element `i`, borrowed: reading fields through the subscript copies the
+    /// whole element first (a retain and a release of each reference it holds).
+    func read<R>(_ i: UInt32, _ body: (borrowing Element) -> R) -> R {
+        let k = Int(i) - 1
+        return chunks.withUnsafeBufferPointer { outer in
+            outer[k >> 9].withUnsafeBufferPointer { inner in body(inner[k & 511]) }
         }
     }
 

@@ -19,6 +19,12 @@ public struct TriggerLogicBenchmark {
         public var parseAndTriggerCPUEPS: Double
         public var candidateShare: Double
         public var stateBytesPerUser: Double
+        /// What the workers' `ProcessMemory.returnFreedMemory()` costs on this process's heap
+        /// (both engines' state held, what building them freed still in the allocator), and
+        /// the resident memory before and after it.
+        public var trimSeconds: Double
+        public var residentBeforeTrim: Int
+        public var residentAfterTrim: Int
     }
 
     /// Events handed to the engine at once in the trigger-logic loop.
@@ -93,13 +99,19 @@ public struct TriggerLogicBenchmark {
                 fresh.process(e, into: &out)
             }
         }
-        withExtendedLifetime(engine) {}
+        let residentBeforeTrim = ProcessMemory.residentBytes()
+        let trimStart = ContinuousClock.now
+        ProcessMemory.returnFreedMemory()
+        let trimSeconds = (ContinuousClock.now - trimStart) / .seconds(1)
+        let residentAfterTrim = ProcessMemory.residentBytes()
+        withExtendedLifetime((engine, fresh)) {}
         return Result(
             events: events, users: users, usersWithState: usersWithState, averageBytes: averageBytes,
             parseEPS: Double(events) / parseSeconds, triggerEPS: Double(events) / triggerSeconds,
             parseAndTriggerEPS: Double(events) / bothSeconds,
             parseCPUEPS: Double(events) / parseCPU, triggerCPUEPS: Double(events) / triggerCPU,
             parseAndTriggerCPUEPS: Double(events) / bothCPU, candidateShare: Double(candidates) / Double(events),
-            stateBytesPerUser: stateBytes / Double(max(usersWithState, 1)))
+            stateBytesPerUser: stateBytes / Double(max(usersWithState, 1)), trimSeconds: trimSeconds,
+            residentBeforeTrim: residentBeforeTrim, residentAfterTrim: residentAfterTrim)
     }
 }

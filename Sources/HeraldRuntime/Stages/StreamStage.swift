@@ -243,6 +243,7 @@ final class StreamStage {
         var lastCheckpoint = ContinuousClock.now
         var sinceCheckpoint = 0
         var lastIdleCommit = ContinuousClock.now
+        var consumedSinceTrim = false
         let interval = Duration.microseconds(config.checkpointInterval.microseconds)
         while !stop.isSet {
             let messages = try consumer.poll(maxMessages: config.batchSize, timeout: .milliseconds(batch.isEmpty ? 100 : 0))
@@ -260,6 +261,7 @@ final class StreamStage {
             }
             batch += messages
             sinceCheckpoint += messages.count
+            if !messages.isEmpty { consumedSinceTrim = true }
             let batchDue = messages.isEmpty || batch.count >= config.batchSize
                 || batchStarted.map { ContinuousClock.now - $0 >= .milliseconds(100) } ?? true
             if batchDue { handler.tick(progress: positions, into: &outputs) }
@@ -277,6 +279,7 @@ final class StreamStage {
                 // The previous checkpoint first (it has had a whole interval), then this one's
                 // outputs acknowledged, then its changes handed to the writer.
                 try finishCheckpoint(own: own, writer: writer)
+                returnFreedMemory()  // (the finished checkpoint's rows are freed by now)
                 try monitor.flush(producer, timeout: .seconds(60))
                 let writes = changes(own.owned.keys.sorted(), own: own)
                 if !writes.isEmpty { writer.submit(writes, started: .now) }
@@ -285,8 +288,25 @@ final class StreamStage {
             } else if messages.isEmpty, ContinuousClock.now - lastIdleCommit >= .milliseconds(500) {
                 try commitApplied(own: own, producer: producer)
                 lastIdleCommit = .now
+                // Idle after work: what the work freed (fetch buffers, copies of grown arrays).
+                if consumedSinceTrim {
+                    returnFreedMemory()
+                    consumedSinceTrim = false
+                }
             }
         }
+    }
+
+    /// Gives the allocator's free memory back to the system (`ProcessMemory.returnFreedMemory`):
+    /// after each checkpoint and when the stage falls idle after work, so that the worker's
+    /// resident memory is its state and buffers in use, not everything it once freed
+    /// (docs/decisions.md). A few milliseconds each time.
+    private func returnFreedMemory() {
+        let started = ContinuousClock.now
+        let returned = ProcessMemory.returnFreedMemory()
+        logger.debug("returned freed memory to the system", metadata: [
+            "returned": "\(returned)", "ms": "\((ContinuousClock.now - started) / .milliseconds(1))",
+        ])
     }
 
     /// Idle (at most twice a second): commits to Kafka, for lag tools, how far each

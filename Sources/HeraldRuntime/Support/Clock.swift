@@ -1,3 +1,4 @@
+import CMalloc
 import Foundation
 import HeraldCore
 
@@ -27,5 +28,16 @@ public enum ProcessMemory {
             return Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0
         }
         return 0
+    }
+
+    /// Gives the memory the allocator holds free back to the system (glibc's `malloc_trim`;
+    /// nothing elsewhere). glibc keeps freed blocks resident for reuse — the old copies of
+    /// arrays that grew, a checkpoint's encoded rows, librdkafka's fetch buffers — so a
+    /// worker's RSS would otherwise include whatever it once had free at the same time.
+    /// Takes a few milliseconds per hundred MiB of heap (docs/performance.md, "State size
+    /// on the worker"). True when some memory was returned.
+    @discardableResult
+    public static func returnFreedMemory() -> Bool {
+        herald_malloc_trim() != 0
     }
 }
