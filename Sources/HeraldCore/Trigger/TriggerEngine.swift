@@ -93,12 +93,14 @@ public struct TriggerEngine: Sendable {
         process(event, userHash: userHash, eventHash: eventHash, into: &out)
     }
 
-    /// Reads the slot's key, state, `user.count` and idle-column entries (the value means
-    /// nothing): `process` will need them, and these loads do not wait for each other.
+    /// Reads the slot's key, state, `user.count` and idle-column entries, and its first
+    /// pending firing (the value means nothing): `process` will need them, and these loads
+    /// do not wait for each other (the firing's waits for the state only).
     private func touch(slot: UInt32) -> UInt64 {
         guard Int(slot) < states.count else { return 0 }
+        let head = states[Int(slot)].pendingHead
         return UInt64(users.touch(slot)) &+ UInt64(bitPattern: states[Int(slot)].lastSeen.microseconds)
-            &+ idle.touch(slot: slot) &+ counts.touch(slot: slot)
+            &+ idle.touch(slot: slot) &+ counts.touch(slot: slot) &+ (head == 0 ? 0 : pool.timing(of: head).timer)
     }
 
     /// The user's key is hashed once: its hash finds the slot, and continued with the event
