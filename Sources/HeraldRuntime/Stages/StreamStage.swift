@@ -244,6 +244,7 @@ final class StreamStage {
         var sinceCheckpoint = 0
         var lastIdleCommit = ContinuousClock.now
         var consumedSinceTrim = false
+        var lastMessage = ContinuousClock.now
         let interval = Duration.microseconds(config.checkpointInterval.microseconds)
         while !stop.isSet {
             let messages = try consumer.poll(maxMessages: config.batchSize, timeout: .milliseconds(batch.isEmpty ? 100 : 0))
@@ -261,7 +262,10 @@ final class StreamStage {
             }
             batch += messages
             sinceCheckpoint += messages.count
-            if !messages.isEmpty { consumedSinceTrim = true }
+            if !messages.isEmpty {
+                consumedSinceTrim = true
+                lastMessage = .now
+            }
             let batchDue = messages.isEmpty || batch.count >= config.batchSize
                 || batchStarted.map { ContinuousClock.now - $0 >= .milliseconds(100) } ?? true
             if batchDue { handler.tick(progress: positions, into: &outputs) }
@@ -288,8 +292,9 @@ final class StreamStage {
             } else if messages.isEmpty, ContinuousClock.now - lastIdleCommit >= .milliseconds(500) {
                 try commitApplied(own: own, producer: producer)
                 lastIdleCommit = .now
-                // Idle after work: what the work freed (fetch buffers, copies of grown arrays).
-                if consumedSinceTrim {
+                // Idle for a second after work (not an empty poll within a drain): what the
+                // work freed (fetch buffers, copies of grown arrays).
+                if consumedSinceTrim, ContinuousClock.now - lastMessage >= .seconds(1) {
                     returnFreedMemory()
                     consumedSinceTrim = false
                 }
