@@ -40,6 +40,9 @@ public struct Shaper: Sendable {
     var timerSequence: UInt64 = 0
     /// Time zones by name, each an index into `zones`.
     private var timeZones: [String: Int] = [:]
+    /// The names of the first zones in `zones`, in order: most candidates name one of a few
+    /// zones, and comparing a short string costs less than hashing it.
+    private var firstZoneNames: [String] = []
     private var zones: [ZoneOffsets] = []
     var lastSweep: Timestamp?
     public internal(set) var clock: Timestamp?
@@ -109,9 +112,10 @@ public struct Shaper: Sendable {
             let end = min(start + group, batch.count)
             groupHashes.removeAll(keepingCapacity: true)
             groupSlots.removeAll(keepingCapacity: true)
-            for i in start..<end {
-                let h = StableHash64.of(batch[i].shopID, batch[i].userID)
-                groupHashes.append(h)
+            // Hashing first, then the table reads on their own: a tight loop of independent
+            // loads whose misses overlap (interleaved with the hashing, only two or three do).
+            for i in start..<end { groupHashes.append(StableHash64.of(batch[i].shopID, batch[i].userID)) }
+            for h in groupHashes {
                 if let s = users.slotGuess(hash: h) { groupSlots.append(s) }
             }
             warmGroupSlots()
@@ -133,7 +137,8 @@ public struct Shaper: Sendable {
 
     /// Reads the state of `groupSlots`' users, one step for all of them at a time: the keys
     /// and state rows, then the seen-id, history, window and deferred-message buffers they
-    /// point to. Decides and changes nothing.
+    /// point to (every entry: deciding scans them), then the candidates held in windows and
+    /// deferred messages. Decides and changes nothing.
     private mutating func warmGroupSlots() {
         warmed &+= readGroupSlots()
     }
@@ -144,10 +149,22 @@ public struct Shaper: Sendable {
         for s in groupSlots where Int(s) < rows.count {
             sum &+= users.touch(s) &+ (rows[Int(s)].present ? 1 : 0)
         }
+        // Each member read in place (a copy of the row would retain every buffer).
         for s in groupSlots where Int(s) < rows.count {
-            // Each member read in place (a copy of the row would retain every buffer).
-            sum &+= rows[Int(s)].seen.count &+ rows[Int(s)].history.count
+            for e in rows[Int(s)].seen.span.indices { sum &+= Int(truncatingIfNeeded: rows[Int(s)].seen.span[e].hash) }
+            for e in rows[Int(s)].history.span.indices {
+                sum &+= Int(truncatingIfNeeded: rows[Int(s)].history.span[e].time.microseconds)
+            }
             sum &+= rows[Int(s)].deferred.count &+ rows[Int(s)].windows.count
+        }
+        for s in groupSlots where Int(s) < rows.count {
+            let deferred = rows[Int(s)].deferred.span
+            for e in deferred.indices { sum &+= deferred[e].message.candidate.touch }
+            let windows = rows[Int(s)].windows.span
+            for w in windows.indices {
+                let members = windows[w].members.span
+                if !members.isEmpty { sum &+= members[members.count - 1].touch }
+            }
         }
         return sum
     }
@@ -439,7 +456,9 @@ public struct Shaper: Sendable {
 
     /// Renders `template` for `m` in the user's time zone.
     private func render(_ template: Template, _ c: Candidate, _ items: [JSONValue]?) throws(RenderError) -> String {
-        try template.render(timeZone: timeZoneName(c)) { Shaper.lookup($0, c, items) }
+        // Only the candidate and a string are captured (capturing `self` would copy the shaper).
+        let fallback = rules.defaults.timezone
+        return try template.render(timeZone: { Shaper.timeZoneName(c, default: fallback) }) { Shaper.lookup($0, c, items) }
     }
 
     /// The value at a template path (split at its dots) in the scope templates see:
@@ -614,17 +633,24 @@ public struct Shaper: Sendable {
     // MARK: - Time zones
 
     private func timeZoneName(_ c: Candidate) -> String {
-        c.user["timezone"]?.stringValue ?? rules.defaults.timezone
+        Shaper.timeZoneName(c, default: rules.defaults.timezone)
+    }
+
+    /// The candidate's user's time zone, else `fallback` (the rules' default).
+    private static func timeZoneName(_ c: Candidate, default fallback: String) -> String {
+        c.user["timezone"]?.stringValue ?? fallback
     }
 
     /// The index in `zones` of the candidate's time zone.
     private mutating func zoneIndex(for c: Candidate) -> Int {
         let name = timeZoneName(c)
+        for i in firstZoneNames.indices where firstZoneNames[i] == name { return i }
         if let i = timeZones[name] { return i }
         let tz = TimeZone(identifier: name) ?? TimeZone(identifier: rules.defaults.timezone) ?? TimeZone(identifier: "UTC")!
         if timeZones.count < 1024 {
             zones.append(ZoneOffsets(tz))
             timeZones[name] = zones.count - 1
+            if firstZoneNames.count < 8 { firstZoneNames.append(name) }
             return zones.count - 1
         }
         // Past 1,024 names, one more entry is made anew for each.
@@ -743,7 +769,7 @@ struct Delivery: Sendable, Equatable {
     static func chainHash(_ ids: [String]) -> UInt64 {
         var h = Hasher128()
         for id in ids {
-            for b in id.utf8 { h.add(b) }
+            h.add(id)
             h.add(0xFF)
         }
         return h.finish().0
