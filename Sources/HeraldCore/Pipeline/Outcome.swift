@@ -86,12 +86,21 @@ public struct Outcome: Sendable, Equatable {
         self.decidedAt = decidedAt
     }
 
-    /// An outcome for `candidate` with nothing rendered yet.
-    public init(candidate c: Candidate, status: OutcomeStatus, reason: String?, decidedAt: Timestamp) {
+    /// An outcome for `candidate` (nothing rendered unless given). Made in one expression,
+    /// an outcome appended to an array is not copied on the way (one filled in afterwards,
+    /// in a local, is copied when it is returned).
+    public init(candidate c: Candidate, status: OutcomeStatus, reason: String?, decidedAt: Timestamp,
+                title: String? = nil, body: String? = nil, variant: String? = nil, escalated: Bool = false,
+                dueAt: Timestamp? = nil, mergedInto: String? = nil) {
         source = c
         self.status = status
         self.reason = reason
-        escalated = false
+        self.variant = variant
+        self.title = title
+        self.body = body
+        self.mergedInto = mergedInto
+        self.dueAt = dueAt
+        self.escalated = escalated
         self.decidedAt = decidedAt
     }
 

@@ -114,10 +114,12 @@ public struct Shaper: Sendable {
             groupSlots.removeAll(keepingCapacity: true)
             // Hashing first, then the table reads on their own: a tight loop of independent
             // loads whose misses overlap (interleaved with the hashing, only two or three do).
+            for i in start..<end { warmed &+= batch[i].touchBox }
             for i in start..<end { groupHashes.append(StableHash64.of(batch[i].shopID, batch[i].userID)) }
             for h in groupHashes {
                 if let s = users.slotGuess(hash: h) { groupSlots.append(s) }
             }
+            for i in start..<end { warmed &+= batch[i].touch }
             warmGroupSlots()
             for i in start..<end { process(batch[i], keyHash: groupHashes[i - start], into: &out) }
             start = end
@@ -126,7 +128,7 @@ public struct Shaper: Sendable {
 
     /// Candidates or timers whose users' state is read together, ahead of deciding them (1:
     /// one at a time, as before batches; tests compare the two).
-    var group = 16
+    var group = Int(ProcessInfo.processInfo.environment["HERALD_GROUP"] ?? "16") ?? 16
     /// Reused per group: the candidates' key hashes, and the slots to read.
     private var groupHashes: [UInt64] = []
     private var groupSlots: [UInt32] = []
@@ -190,16 +192,16 @@ public struct Shaper: Sendable {
         // A firing that failed in the trigger fails here, whatever the policies say.
         let plan = plan(for: c.ruleID)
         if c.failure != nil {
-            out.append(send(c, items: nil, plan: plan, decidedAt: now))
+            send(c, items: nil, plan: plan, decidedAt: now, into: &out)
             return
         }
         // 2. Opt-out. The candidate goes on as it is (borrowed, not copied) unless a channel
         // is filtered out.
         let channels = user.preferences.allowedChannels(c.channels, rule: c.ruleID, priority: c.priority, at: now)
         if channels.isEmpty {
-            var suppressed = Outcome(candidate: c, status: .suppressed, reason: "opted_out", decidedAt: now)
-            suppressed.channels = channels
-            out.append(suppressed)
+            var filtered = c
+            filtered.channels = channels
+            out.append(Outcome(candidate: filtered, status: .suppressed, reason: "opted_out", decidedAt: now))
         } else if channels.count == c.channels.count {
             mergeOrDeliver(c, idHash: idHash, plan: plan, at: now, slot: slot, user: &user, into: &out)
         } else {
@@ -251,7 +253,9 @@ public struct Shaper: Sendable {
     }
 
     private func plan(for ruleID: String) -> RulePlan {
-        if let p = planList.first(where: { $0.ruleID == ruleID }) { return p }
+        // Lengths first: most ids that differ differ in length, which costs no comparison.
+        let length = ruleID.utf8.count
+        if let p = planList.first(where: { $0.ruleIDLength == length && $0.ruleID == ruleID }) { return p }
         return plans[ruleID] ?? RulePlan(ruleID: ruleID, rule: nil, policies: rules.policies,
                                          experiment: experiments[ruleID], templates: rules.templates)
     }
@@ -361,8 +365,7 @@ public struct Shaper: Sendable {
         let shop = shopPlan(slot)
         if let quiet = shop.quiet, shop.quietBypass & c.priority.bit == 0,
            let end = quietHoursEnd(start: quiet.start, end: quiet.end, at: now, zone: zoneIndex(for: c)) {
-            out.append(Outcome(candidate: c, status: .deferred, reason: "quiet_hours", decidedAt: now))
-            out[out.count - 1].dueAt = end  // set in place: no copy of the outcome
+            out.append(Outcome(candidate: c, status: .deferred, reason: "quiet_hours", decidedAt: now, dueAt: end))
             // The deferred message holds its dedupe key, so a second one during the night
             // is a duplicate rather than a second message in the morning.
             user.record(Delivery(id: idHash, rule: plan.ruleHash, dedupeKey: dedupeKey, chain: chain,
@@ -393,7 +396,7 @@ public struct Shaper: Sendable {
             }
         }
         // 7. Render and send.
-        out.append(send(c, items: items, plan: plan, decidedAt: now))  // read in place below: no copy
+        send(c, items: items, plan: plan, decidedAt: now, into: &out)  // read in place below: no copy
         if held { user.history.removeAll { $0.id == idHash } }
         if out[out.count - 1].status == .sent {
             user.record(Delivery(id: idHash, rule: plan.ruleHash, dedupeKey: dedupeKey, chain: chain,
@@ -401,10 +404,13 @@ public struct Shaper: Sendable {
         }
     }
 
-    /// Step 7: variant, render and send; a render error makes the outcome `failed` with its reason.
-    private func send(_ c: Candidate, items: [JSONValue]?, plan: RulePlan, decidedAt: Timestamp) -> Outcome {
+    /// Step 7: variant, render and send; a render error makes the outcome `failed` with its
+    /// reason. The outcome is appended as it is made, in one expression (no copy of it).
+    private func send(_ c: Candidate, items: [JSONValue]?, plan: RulePlan, decidedAt: Timestamp,
+                      into out: inout [Outcome]) {
         if let failure = c.failure {
-            return Outcome(candidate: c, status: .failed, reason: failure, decidedAt: decidedAt)
+            out.append(Outcome(candidate: c, status: .failed, reason: failure, decidedAt: decidedAt))
+            return
         }
         var templateName = c.template
         var variant: String?
@@ -413,26 +419,23 @@ public struct Shaper: Sendable {
             variant = v.name
             templateName = v.template
         }
-        // Rendered first, then the outcome built once (no copy of it on either path).
-        var outcome: Outcome
-        if let template = plan.template(templateName) ?? rules.templates[templateName] {
-            do {
-                let title = try template.title.map { t throws(RenderError) in try render(t, c, items) }
-                let body = try render(template.body, c, items)
-                outcome = Outcome(candidate: c, status: .sent, reason: nil, decidedAt: decidedAt)
-                outcome.title = title
-                outcome.body = body
-                outcome.escalated = c.escalate
-            } catch {
-                outcome = Outcome(candidate: c, status: .failed, reason: error.reason, decidedAt: decidedAt)
-            }
-        } else {
-            outcome = Outcome(candidate: c, status: .failed,
-                              reason: RenderError.templateError("unknown template \(templateName)").reason,
-                              decidedAt: decidedAt)
+        guard let template = plan.template(templateName) ?? rules.templates[templateName].map({ NamedTemplate(templateName, $0) })
+        else {
+            out.append(Outcome(candidate: c, status: .failed,
+                               reason: RenderError.templateError("unknown template \(templateName)").reason,
+                               decidedAt: decidedAt, variant: variant))
+            return
         }
-        outcome.variant = variant
-        return outcome
+        let title: String?, body: String
+        do {
+            title = try template.title.map { t throws(RenderError) in try render(t, c, items) }
+            body = try render(template.body, c, items)
+        } catch {
+            out.append(Outcome(candidate: c, status: .failed, reason: error.reason, decidedAt: decidedAt, variant: variant))
+            return
+        }
+        out.append(Outcome(candidate: c, status: .sent, reason: nil, decidedAt: decidedAt, title: title, body: body,
+                           variant: variant, escalated: c.escalate))
     }
 
     /// The variant `user` gets for `rule`'s experiment, if it has one (conversions carry it).
@@ -466,6 +469,11 @@ public struct Shaper: Sendable {
     /// for a digest, `items`. Only the root a path names is built.
     static func lookup(_ path: [String], _ c: Candidate, _ items: [JSONValue]?) -> JSONValue? {
         guard let first = path.first else { return nil }
+        // `event.x` and `user.x`, most tags, read straight from the object.
+        if path.count == 2 {
+            if first == "event" { return c.event[path[1]] }
+            if first == "user" { return c.user[path[1]] }
+        }
         var current: JSONValue
         switch first {
         case "event": current = .object(c.event)
@@ -564,9 +572,7 @@ public struct Shaper: Sendable {
             for t in member.tags where !tags.contains(t) { tags.append(t) }
             priority = min(priority, member.priority)
             escalate = escalate || member.escalate
-            var merged = Outcome(candidate: member, status: .merged, reason: nil, decidedAt: now)
-            merged.mergedInto = d.id
-            out.append(merged)
+            out.append(Outcome(candidate: member, status: .merged, reason: nil, decidedAt: now, mergedInto: d.id))
         }
         d.channels = channels
         d.triggerEventIDs = triggers
@@ -780,6 +786,7 @@ struct Delivery: Sendable, Equatable {
 /// it up retains one reference, not each of its members).
 final class RulePlan: Sendable {
     let ruleID: String
+    let ruleIDLength: Int
     /// `StableID.hash64` of the rule id, as history records it.
     let ruleHash: UInt64
     /// A merge window longer than zero.
@@ -788,26 +795,41 @@ final class RulePlan: Sendable {
     let dedupeWindow: TimeSpan?
     let dedupeKey: Template?
     let experiment: Experiment?
-    /// The templates its candidates name (the rule's and its variants'), by name.
-    let templates: [(name: String, template: MessageTemplate)]
+    /// The templates its candidates name (the rule's and its variants').
+    let templates: [NamedTemplate]
 
-    func template(_ name: String) -> MessageTemplate? {
-        templates.first(where: { $0.name == name })?.template
+    func template(_ name: String) -> NamedTemplate? {
+        templates.first(where: { $0.name == name })
     }
 
     init(ruleID: String, rule: Rule?, policies: Policies, experiment: Experiment?, templates all: [String: MessageTemplate]) {
-        var named: [(name: String, template: MessageTemplate)] = []
+        var named: [NamedTemplate] = []
         for name in [rule?.notify.template].compactMap({ $0 }) + (experiment?.variants.map(\.template) ?? []) {
-            if let t = all[name], !named.contains(where: { $0.name == name }) { named.append((name, t)) }
+            if let t = all[name], !named.contains(where: { $0.name == name }) { named.append(NamedTemplate(name, t)) }
         }
         templates = named
         self.ruleID = ruleID
+        ruleIDLength = ruleID.utf8.count
         ruleHash = StableID.hash64(ruleID)
         merge = rule?.merge.flatMap { $0.window.microseconds > 0 ? $0 : nil }
         let window = rule?.dedupe?.window ?? policies.dedupeWindow
         dedupeWindow = window.flatMap { $0.microseconds > 0 ? $0 : nil }
         dedupeKey = rule?.dedupe?.key
         self.experiment = experiment
+    }
+}
+
+/// A template and the name candidates give it (a class: finding it retains one reference,
+/// not each of its texts' parts).
+final class NamedTemplate: Sendable {
+    let name: String
+    let title: Template?
+    let body: Template
+
+    init(_ name: String, _ template: MessageTemplate) {
+        self.name = name
+        title = template.title
+        body = template.body
     }
 }
 
@@ -919,6 +941,7 @@ struct Preferences: Sendable {
     }
 
     func allowedChannels(_ channels: [String], rule: String, priority: Priority, at time: Timestamp) -> [String] {
+        if optedOut.isEmpty && pending.isEmpty { return channels }
         var set = optedOut
         for change in pending where change.time <= time { Preferences.apply(change, to: &set) }
         if set.isEmpty { return channels }
