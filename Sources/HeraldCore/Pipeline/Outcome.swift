@@ -15,15 +15,15 @@ public enum OutcomeStatus: String, Sendable, CaseIterable {
 public struct Outcome: Sendable, Equatable {
     /// The candidate the carried-over fields are read from (for an outcome decoded from a
     /// message: one holding just those fields).
-    private var source: Candidate
+    var source: Candidate
     public var status: OutcomeStatus
     public var reason: String?
-    public var variant: String?
-    public var title: String?
-    public var body: String?
-    public var mergedInto: String?
-    public var dueAt: Timestamp?
-    public var escalated: Bool
+    public var variant: String? = nil
+    public var title: String? = nil
+    public var body: String? = nil
+    public var mergedInto: String? = nil
+    public var dueAt: Timestamp? = nil
+    public var escalated = false
     public var decidedAt: Timestamp
 
     public var notificationID: String {
@@ -67,43 +67,6 @@ public struct Outcome: Sendable, Equatable {
         set { source.rulesVersion = newValue }
     }
 
-    public init(notificationID: String, status: OutcomeStatus, reason: String?, ruleID: String, shopID: String,
-                userID: String, priority: Priority, channels: [String], variant: String?, title: String?, body: String?,
-                mergedInto: String?, dueAt: Timestamp?, escalated: Bool, tags: [String], triggerEventIDs: [String],
-                eventTime: Timestamp, decidedAt: Timestamp, rulesVersion: String) {
-        source = Candidate(id: notificationID, ruleID: ruleID, shopID: shopID, userID: userID, priority: priority,
-                           channels: channels, template: "", escalate: false, tags: tags, triggerEventIDs: triggerEventIDs,
-                           eventTime: eventTime, firedAt: eventTime, rulesVersion: rulesVersion, event: JSONObject(),
-                           user: JSONObject())
-        self.status = status
-        self.reason = reason
-        self.variant = variant
-        self.title = title
-        self.body = body
-        self.mergedInto = mergedInto
-        self.dueAt = dueAt
-        self.escalated = escalated
-        self.decidedAt = decidedAt
-    }
-
-    /// An outcome for `candidate` (nothing rendered unless given). Made in one expression,
-    /// an outcome appended to an array is not copied on the way (one filled in afterwards,
-    /// in a local, is copied when it is returned).
-    public init(candidate c: Candidate, status: OutcomeStatus, reason: String?, decidedAt: Timestamp,
-                title: String? = nil, body: String? = nil, variant: String? = nil, escalated: Bool = false,
-                dueAt: Timestamp? = nil, mergedInto: String? = nil) {
-        source = c
-        self.status = status
-        self.reason = reason
-        self.variant = variant
-        self.title = title
-        self.body = body
-        self.mergedInto = mergedInto
-        self.dueAt = dueAt
-        self.escalated = escalated
-        self.decidedAt = decidedAt
-    }
-
     /// Equal when every field an outcome has is equal (not the rest of the candidates they
     /// were made from).
     public static func == (a: Outcome, b: Outcome) -> Bool {
@@ -113,6 +76,29 @@ public struct Outcome: Sendable, Equatable {
             && a.shopID == b.shopID && a.userID == b.userID && a.priority == b.priority && a.channels == b.channels
             && a.tags == b.tags && a.triggerEventIDs == b.triggerEventIDs && a.eventTime == b.eventTime
             && a.rulesVersion == b.rulesVersion
+    }
+
+}
+
+// The inits are in an extension so that the struct keeps its memberwise init, which the
+// shaper uses: `out.append(Outcome(source:…))` stores the outcome straight into the array,
+// where an explicit init assigning each member made and destroyed a copy of it (Swift 6.3).
+extension Outcome {
+    public init(notificationID: String, status: OutcomeStatus, reason: String?, ruleID: String, shopID: String,
+                userID: String, priority: Priority, channels: [String], variant: String?, title: String?, body: String?,
+                mergedInto: String?, dueAt: Timestamp?, escalated: Bool, tags: [String], triggerEventIDs: [String],
+                eventTime: Timestamp, decidedAt: Timestamp, rulesVersion: String) {
+        let source = Candidate(id: notificationID, ruleID: ruleID, shopID: shopID, userID: userID, priority: priority,
+                               channels: channels, template: "", escalate: false, tags: tags,
+                               triggerEventIDs: triggerEventIDs, eventTime: eventTime, firedAt: eventTime,
+                               rulesVersion: rulesVersion, event: JSONObject(), user: JSONObject())
+        self.init(source: source, status: status, reason: reason, variant: variant, title: title, body: body,
+                  mergedInto: mergedInto, dueAt: dueAt, escalated: escalated, decidedAt: decidedAt)
+    }
+
+    /// An outcome for `candidate` with nothing rendered yet.
+    public init(candidate c: Candidate, status: OutcomeStatus, reason: String?, decidedAt: Timestamp) {
+        self.init(source: c, status: status, reason: reason, decidedAt: decidedAt)
     }
 
     public var json: [UInt8] {

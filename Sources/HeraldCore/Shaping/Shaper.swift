@@ -201,7 +201,7 @@ public struct Shaper: Sendable {
         if channels.isEmpty {
             var filtered = c
             filtered.channels = channels
-            out.append(Outcome(candidate: filtered, status: .suppressed, reason: "opted_out", decidedAt: now))
+            out.append(Outcome(source: filtered, status: .suppressed, reason: "opted_out", decidedAt: now))
         } else if channels.count == c.channels.count {
             mergeOrDeliver(c, idHash: idHash, plan: plan, at: now, slot: slot, user: &user, into: &out)
         } else {
@@ -344,7 +344,7 @@ public struct Shaper: Sendable {
                 do {
                     key = StableID.hash64(try render(template, c, items))
                 } catch {
-                    out.append(Outcome(candidate: c, status: .failed, reason: error.reason, decidedAt: now))
+                    out.append(Outcome(source: c, status: .failed, reason: error.reason, decidedAt: now))
                     return nil
                 }
             } else {
@@ -356,7 +356,7 @@ public struct Shaper: Sendable {
                 $0.rule == rule && $0.dedupeKey == key && $0.time > now - window && $0.time <= now
                     && $0.chain != chain
             }) {
-                out.append(Outcome(candidate: c, status: .suppressed, reason: "duplicate", decidedAt: now))
+                out.append(Outcome(source: c, status: .suppressed, reason: "duplicate", decidedAt: now))
                 return nil
             }
             dedupeKey = key
@@ -365,7 +365,7 @@ public struct Shaper: Sendable {
         let shop = shopPlan(slot)
         if let quiet = shop.quiet, shop.quietBypass & c.priority.bit == 0,
            let end = quietHoursEnd(start: quiet.start, end: quiet.end, at: now, zone: zoneIndex(for: c)) {
-            out.append(Outcome(candidate: c, status: .deferred, reason: "quiet_hours", decidedAt: now, dueAt: end))
+            out.append(Outcome(source: c, status: .deferred, reason: "quiet_hours", dueAt: end, decidedAt: now))
             // The deferred message holds its dedupe key, so a second one during the night
             // is a duplicate rather than a second message in the morning.
             user.record(Delivery(id: idHash, rule: plan.ruleHash, dedupeKey: dedupeKey, chain: chain,
@@ -391,7 +391,7 @@ public struct Shaper: Sendable {
             for d in user.history where d.sent && d.time > from && d.time <= now { sent += 1 }
             if sent >= cap.max {
                 if held { user.history.removeAll { $0.id == idHash } }
-                out.append(Outcome(candidate: c, status: .suppressed, reason: "frequency_cap", decidedAt: now))
+                out.append(Outcome(source: c, status: .suppressed, reason: "frequency_cap", decidedAt: now))
                 return
             }
         }
@@ -409,7 +409,7 @@ public struct Shaper: Sendable {
     private func send(_ c: Candidate, items: [JSONValue]?, plan: RulePlan, decidedAt: Timestamp,
                       into out: inout [Outcome]) {
         if let failure = c.failure {
-            out.append(Outcome(candidate: c, status: .failed, reason: failure, decidedAt: decidedAt))
+            out.append(Outcome(source: c, status: .failed, reason: failure, decidedAt: decidedAt))
             return
         }
         var templateName = c.template
@@ -421,9 +421,9 @@ public struct Shaper: Sendable {
         }
         guard let template = plan.template(templateName) ?? rules.templates[templateName].map({ NamedTemplate(templateName, $0) })
         else {
-            out.append(Outcome(candidate: c, status: .failed,
+            out.append(Outcome(source: c, status: .failed,
                                reason: RenderError.templateError("unknown template \(templateName)").reason,
-                               decidedAt: decidedAt, variant: variant))
+                               variant: variant, decidedAt: decidedAt))
             return
         }
         let title: String?, body: String
@@ -431,11 +431,11 @@ public struct Shaper: Sendable {
             title = try template.title.map { t throws(RenderError) in try render(t, c, items) }
             body = try render(template.body, c, items)
         } catch {
-            out.append(Outcome(candidate: c, status: .failed, reason: error.reason, decidedAt: decidedAt, variant: variant))
+            out.append(Outcome(source: c, status: .failed, reason: error.reason, variant: variant, decidedAt: decidedAt))
             return
         }
-        out.append(Outcome(candidate: c, status: .sent, reason: nil, decidedAt: decidedAt, title: title, body: body,
-                           variant: variant, escalated: c.escalate))
+        out.append(Outcome(source: c, status: .sent, reason: nil, variant: variant, title: title, body: body,
+                           escalated: c.escalate, decidedAt: decidedAt))
     }
 
     /// The variant `user` gets for `rule`'s experiment, if it has one (conversions carry it).
@@ -572,7 +572,7 @@ public struct Shaper: Sendable {
             for t in member.tags where !tags.contains(t) { tags.append(t) }
             priority = min(priority, member.priority)
             escalate = escalate || member.escalate
-            out.append(Outcome(candidate: member, status: .merged, reason: nil, decidedAt: now, mergedInto: d.id))
+            out.append(Outcome(source: member, status: .merged, reason: nil, mergedInto: d.id, decidedAt: now))
         }
         d.channels = channels
         d.triggerEventIDs = triggers
