@@ -57,15 +57,44 @@ public enum StableID {
 
     /// A uniformly distributed 64-bit value for one string.
     public static func hash64(_ s: String) -> UInt64 {
-        var h = Hasher128()
+        var h = Hasher64()
         h.add(s)
-        return h.finish().0
+        return h.finish()
     }
 
     /// A uniformly distributed 64-bit value for the parts (A/B assignment and the like).
     public static func hash64(_ parts: [String]) -> UInt64 {
-        hasher(parts).finish().0
+        var h = Hasher64()
+        for (i, part) in parts.enumerated() {
+            if i > 0 { h.add(0x1F) }
+            h.add(part)
+        }
+        return h.finish()
     }
+}
+
+/// The first lane of `Hasher128` alone: `finish()` is `Hasher128.finish().0` for the same
+/// bytes (tested), at half the work per byte.
+struct Hasher64 {
+    private var a: UInt64 = 0xcbf2_9ce4_8422_2325
+    private var length: UInt64 = 0
+
+    mutating func add(_ byte: UInt8) {
+        a = (a ^ UInt64(byte)) &* 0x0000_0100_0000_01B3
+        length &+= 1
+    }
+
+    mutating func add(_ s: String) {
+        var s = s
+        s.withUTF8 { bytes in
+            var a = self.a
+            for byte in bytes { a = (a ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }
+            self.a = a
+            length &+= UInt64(bytes.count)
+        }
+    }
+
+    func finish() -> UInt64 { Hasher128.mix(a ^ length) }
 }
 
 /// Two FNV-1a lanes with different seeds, each finished with a SplitMix64 avalanche.

@@ -773,12 +773,12 @@ struct Delivery: Sendable, Equatable {
     /// A hash of a list of ids: each id's bytes followed by 0xFF, a byte UTF-8 never
     /// contains, so different lists (["a", "b"], ["a\u{1F}b"], [], [""]) hash apart.
     static func chainHash(_ ids: [String]) -> UInt64 {
-        var h = Hasher128()
+        var h = Hasher64()
         for id in ids {
             h.add(id)
             h.add(0xFF)
         }
-        return h.finish().0
+        return h.finish()
     }
 }
 
