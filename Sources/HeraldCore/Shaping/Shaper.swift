@@ -134,6 +134,8 @@ public struct Shaper: Sendable {
     private var groupSlots: [UInt32] = []
     /// Timers taken off the heap, due and not fired yet (`advance`).
     private var dueTimers: [TimerHeapOf<UInt32>.Entry] = []
+    /// The bytes of the message being rendered, kept between messages.
+    private var renderScratch: [UInt8] = []
     /// Where the reads of `warmGroupSlots` go, so that they are not optimised away.
     private var warmed = 0
 
@@ -406,7 +408,7 @@ public struct Shaper: Sendable {
 
     /// Step 7: variant, render and send; a render error makes the outcome `failed` with its
     /// reason. The outcome is appended as it is made, in one expression (no copy of it).
-    private func send(_ c: Candidate, items: [JSONValue]?, plan: RulePlan, decidedAt: Timestamp,
+    private mutating func send(_ c: Candidate, items: [JSONValue]?, plan: RulePlan, decidedAt: Timestamp,
                       into out: inout [Outcome]) {
         if let failure = c.failure {
             out.append(Outcome(source: c, status: .failed, reason: failure, decidedAt: decidedAt))
@@ -428,7 +430,7 @@ public struct Shaper: Sendable {
         }
         let title: String?, body: String
         do {
-            title = try template.title.map { t throws(RenderError) in try render(t, c, items) }
+            if let t = template.title { title = try render(t, c, items) } else { title = nil }
             body = try render(template.body, c, items)
         } catch {
             out.append(Outcome(source: c, status: .failed, reason: error.reason, variant: variant, decidedAt: decidedAt))
@@ -458,10 +460,11 @@ public struct Shaper: Sendable {
     }
 
     /// Renders `template` for `m` in the user's time zone.
-    private func render(_ template: Template, _ c: Candidate, _ items: [JSONValue]?) throws(RenderError) -> String {
+    private mutating func render(_ template: Template, _ c: Candidate, _ items: [JSONValue]?) throws(RenderError) -> String {
         // Only the candidate and a string are captured (capturing `self` would copy the shaper).
         let fallback = rules.defaults.timezone
-        return try template.render(timeZone: { Shaper.timeZoneName(c, default: fallback) }) { Shaper.lookup($0, c, items) }
+        return try template.render(timeZone: { Shaper.timeZoneName(c, default: fallback) },
+                                   lookup: { Shaper.lookup($0, c, items) }, scratch: &renderScratch)
     }
 
     /// The value at a template path (split at its dots) in the scope templates see:

@@ -259,12 +259,17 @@ extension Template {
     /// `root[path:]` would: for callers that can resolve paths without building a root.
     /// `timeZone` is only asked for by a `date` filter.
     func render(timeZone: () -> String, lookup: ([String]) -> JSONValue?) throws(RenderError) -> String {
+        var scratch: [UInt8] = []
+        return try render(timeZone: timeZone, lookup: lookup, scratch: &scratch)
+    }
+
+    /// `scratch`: a buffer for the message's bytes, kept by a caller that renders many.
+    func render(timeZone: () -> String, lookup: ([String]) -> JSONValue?,
+                scratch out: inout [UInt8]) throws(RenderError) -> String {
         if parts.count == 1, case .text(let s) = parts[0] { return s }
         // The UTF-8 bytes first, then the string: appending bytes is a copy, appending to a
         // String costs several times more (flags, capacity and count checks per append).
-        // One allocation for the bytes of most messages: values are usually shorter than
-        // their tags.
-        var out: [UInt8] = []
+        out.removeAll(keepingCapacity: true)
         out.reserveCapacity(source.utf8.count + 16)
         for part in parts {
             var piece: String
