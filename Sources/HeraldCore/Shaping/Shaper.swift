@@ -97,7 +97,8 @@ public struct Shaper: Sendable {
     }
 
     public mutating func process(_ c: Candidate, into out: inout [Outcome]) {
-        process(c, keyHash: nil, into: &out)
+        var holder = ShaperUser()
+        process(c, keyHash: nil, holder: &holder, into: &out)
     }
 
     /// Shapes `batch` in order: the same outcomes as `process(_:into:)` for each candidate.
@@ -107,6 +108,7 @@ public struct Shaper: Sendable {
     /// instead of coming one after another; then the group is decided in order. The reads
     /// change nothing.
     public mutating func process(contentsOf batch: Span<Candidate>, into out: inout [Outcome]) {
+        var holder = ShaperUser()
         var start = 0
         while start < batch.count {
             let end = min(start + group, batch.count)
@@ -121,14 +123,14 @@ public struct Shaper: Sendable {
             }
             for i in start..<end { warmed &+= batch[i].touch }
             warmGroupSlots()
-            for i in start..<end { process(batch[i], keyHash: groupHashes[i - start], into: &out) }
+            for i in start..<end { process(batch[i], keyHash: groupHashes[i - start], holder: &holder, into: &out) }
             start = end
         }
     }
 
     /// Candidates or timers whose users' state is read together, ahead of deciding them (1:
     /// one at a time, as before batches; tests compare the two).
-    var group = Int(ProcessInfo.processInfo.environment["HERALD_GROUP"] ?? "16") ?? 16
+    var group = 16
     /// Reused per group: the candidates' key hashes, and the slots to read.
     private var groupHashes: [UInt64] = []
     private var groupSlots: [UInt32] = []
@@ -173,12 +175,14 @@ public struct Shaper: Sendable {
         return sum
     }
 
-    private mutating func process(_ c: Candidate, keyHash: UInt64?, into out: inout [Outcome]) {
+    /// `user`: an empty state the candidate's user's is swapped with while it is decided
+    /// (the caller's, kept across candidates: making and destroying one per candidate costs).
+    private mutating func process(_ c: Candidate, keyHash: UInt64?, holder user: inout ShaperUser,
+                                  into out: inout [Outcome]) {
         advance(to: c.firedAt, into: &out)
         // Taken out of its slot by a swap (no copy) and swapped back when done; nothing
         // below adds or removes users.
         let slot = slot(shop: c.shopID, user: c.userID, hash: keyHash)
-        var user = ShaperUser()
         swap(&user, &states[Int(slot)])
         defer { swap(&user, &states[Int(slot)]) }
         markDirty(&user, slot)
@@ -305,6 +309,7 @@ public struct Shaper: Sendable {
                 groupSlots.append(t.user)
             }
             warmGroupSlots()
+            var holder = ShaperUser()
             var k = 0
             while k < dueTimers.count {
                 let next: TimerHeapOf<UInt32>.Entry
@@ -316,7 +321,7 @@ public struct Shaper: Sendable {
                     k += 1
                 }
                 clock = max(clock ?? next.due, next.due)
-                fire(next, into: &out)
+                fire(next, holder: &holder, into: &out)
             }
         }
         clock = max(clock ?? time, time)
@@ -511,10 +516,11 @@ public struct Shaper: Sendable {
         return timerSequence
     }
 
-    private mutating func fire(_ timer: TimerHeapOf<UInt32>.Entry, into out: inout [Outcome]) {
+    /// `user`: as for `process`.
+    private mutating func fire(_ timer: TimerHeapOf<UInt32>.Entry, holder user: inout ShaperUser,
+                               into out: inout [Outcome]) {
         let slot = timer.user
         guard Int(slot) < states.count, states[Int(slot)].present else { return }
-        var user = ShaperUser()
         swap(&user, &states[Int(slot)])
         defer { swap(&user, &states[Int(slot)]) }
         markDirty(&user, slot)
