@@ -4,6 +4,18 @@ import Testing
 @Suite struct StableIDTests {
     let time = Timestamp(rfc3339: "2026-11-25T08:00:00.123456Z")!
 
+    /// Checkpoints keep these hashes (seen ids, rules, dedupe keys, chains): they must never
+    /// change. Values from the FNV-1a + SplitMix64 definition, computed independently.
+    @Test func hash64ValuesArePinned() {
+        let pinned: [(String, UInt64)] = [
+            ("", 0xc381_7c01_6ba4_ff30), ("a", 0xc0fc_99fe_a7ab_959c), ("c123456", 0x8f46_9116_f43c_c234),
+            ("cart-abandoned", 0x0ee6_af9c_c2e8_16a0), ("0196f3a2c4e17a9b3c5d7e9f01234567", 0x20ba_6eba_184d_2106),
+            ("充值未到账", 0x6c64_65e1_b620_ef5d),
+        ]
+        for (s, h) in pinned { #expect(StableID.hash64(s) == h, "\(s)") }
+        #expect(StableID.hash64(["s1", "u42", "experiment", "cart-abandoned"]) == 0x31e5_2b16_df98_607a)
+    }
+
     @Test func notificationIDsCarryTheirEventTimeToTheMillisecond() throws {
         let id = StableID.notificationID(eventTime: time, ["r", "s1", "u1", "e1", "0"])
         #expect(id.count == 32)

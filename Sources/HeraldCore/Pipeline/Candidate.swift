@@ -1,51 +1,147 @@
 /// A rule firing, produced by herald-trigger and decided on by herald-shaper.
 /// Its id is the notification id that every later outcome carries.
+///
+/// Its fields live in one shared, immutable box: a copy of a candidate (into a merge
+/// window, a deferred message, an outcome) is one reference, not a dozen strings and lists
+/// retained one by one. Changing a field makes a new box (copy-on-write, always: changes
+/// are rare — a digest, a filtered channel list — and reads need no exclusivity checks).
 public struct Candidate: Sendable, Equatable {
-    public var id: String
-    public var ruleID: String
-    public var shopID: String
-    public var userID: String
-    public var priority: Priority
-    public var channels: [String]
-    public var template: String
-    public var escalate: Bool
-    public var tags: [String]
-    public var triggerEventIDs: [String]
+    /// The members the shaper reads for every candidate come first, in the box's first
+    /// cache line or two.
+    struct Fields: Sendable, Equatable {
+        var firedAt: Timestamp
+        var shopID: String
+        var userID: String
+        var priority: Priority
+        var escalate: Bool
+        var id: String
+        var ruleID: String
+        var failure: String?
+        var channels: [String]
+        var triggerEventIDs: [String]
+        var tags: [String]
+        var eventTime: Timestamp
+        var template: String
+        var rulesVersion: String
+        var ordinal: Int
+        var event: JSONObject
+        var user: JSONObject
+    }
+
+    final class Box: Sendable {
+        let fields: Fields
+        init(_ fields: Fields) { self.fields = fields }
+    }
+
+    private var box: Box
+
+    init(_ fields: Fields) { box = Box(fields) }
+
+    /// The fields as a value, to change several at once (one new box).
+    var fields: Fields {
+        get { box.fields }
+        set { box = Box(newValue) }
+    }
+
+    public var id: String {
+        get { box.fields.id }
+        set { fields.id = newValue }
+    }
+    public var ruleID: String {
+        get { box.fields.ruleID }
+        set { fields.ruleID = newValue }
+    }
+    public var shopID: String {
+        get { box.fields.shopID }
+        set { fields.shopID = newValue }
+    }
+    public var userID: String {
+        get { box.fields.userID }
+        set { fields.userID = newValue }
+    }
+    public var priority: Priority {
+        get { box.fields.priority }
+        set { fields.priority = newValue }
+    }
+    public var channels: [String] {
+        get { box.fields.channels }
+        set { fields.channels = newValue }
+    }
+    public var template: String {
+        get { box.fields.template }
+        set { fields.template = newValue }
+    }
+    public var escalate: Bool {
+        get { box.fields.escalate }
+        set { fields.escalate = newValue }
+    }
+    public var tags: [String] {
+        get { box.fields.tags }
+        set { fields.tags = newValue }
+    }
+    public var triggerEventIDs: [String] {
+        get { box.fields.triggerEventIDs }
+        set { fields.triggerEventIDs = newValue }
+    }
     /// `occurred_at` of the triggering event.
-    public var eventTime: Timestamp
+    public var eventTime: Timestamp {
+        get { box.fields.eventTime }
+        set { fields.eventTime = newValue }
+    }
     /// The pipeline clock when the rule fired (the fire time of a delayed rule).
-    public var firedAt: Timestamp
-    public var rulesVersion: String
+    public var firedAt: Timestamp {
+        get { box.fields.firedAt }
+        set { fields.firedAt = newValue }
+    }
+    public var rulesVersion: String {
+        get { box.fields.rulesVersion }
+        set { fields.rulesVersion = newValue }
+    }
     /// 0 for a rule's first firing from its trigger; schedules and repeats count up.
-    public var ordinal: Int
+    public var ordinal: Int {
+        get { box.fields.ordinal }
+        set { fields.ordinal = newValue }
+    }
     /// Set when the firing itself failed (an `at` or `where` value that is not a
     /// timestamp): herald-shaper records it as `failed` with this reason.
-    public var failure: String?
+    public var failure: String? {
+        get { box.fields.failure }
+        set { fields.failure = newValue }
+    }
     /// What the templates may read.
-    public var event: JSONObject
-    public var user: JSONObject
+    public var event: JSONObject {
+        get { box.fields.event }
+        set { fields.event = newValue }
+    }
+    public var user: JSONObject {
+        get { box.fields.user }
+        set { fields.user = newValue }
+    }
 
     public init(id: String, ruleID: String, shopID: String, userID: String, priority: Priority, channels: [String],
                 template: String, escalate: Bool, tags: [String], triggerEventIDs: [String], eventTime: Timestamp,
                 firedAt: Timestamp, rulesVersion: String, ordinal: Int = 0, failure: String? = nil,
                 event: JSONObject, user: JSONObject) {
-        self.id = id
-        self.ruleID = ruleID
-        self.shopID = shopID
-        self.userID = userID
-        self.priority = priority
-        self.channels = channels
-        self.template = template
-        self.escalate = escalate
-        self.tags = tags
-        self.triggerEventIDs = triggerEventIDs
-        self.eventTime = eventTime
-        self.firedAt = firedAt
-        self.rulesVersion = rulesVersion
-        self.ordinal = ordinal
-        self.failure = failure
-        self.event = event
-        self.user = user
+        self.init(Fields(firedAt: firedAt, shopID: shopID, userID: userID, priority: priority, escalate: escalate, id: id,
+                         ruleID: ruleID, failure: failure, channels: channels, triggerEventIDs: triggerEventIDs, tags: tags,
+                         eventTime: eventTime, template: template, rulesVersion: rulesVersion, ordinal: ordinal,
+                         event: event, user: user))
+    }
+
+    /// Reads the box's first members; the value means nothing.
+    var touchBox: Int { Int(truncatingIfNeeded: box.fields.firedAt.microseconds) }
+
+    /// Reads the box and the lists deciding reads first — trigger ids, the user's and the
+    /// event's members (for a batch's first pass, which only reads so that cache misses
+    /// overlap); the value means nothing.
+    var touch: Int {
+        let f = box
+        return Int(truncatingIfNeeded: f.fields.firedAt.microseconds) &+ f.fields.triggerEventIDs.count
+            &+ f.fields.user.count &+ f.fields.event.count
+    }
+
+    public static func == (a: Candidate, b: Candidate) -> Bool {
+        a.box === b.box || a.box.fields == b.box.fields
     }
 
     /// The notification id of a firing: rule, shop, user, triggering event and the

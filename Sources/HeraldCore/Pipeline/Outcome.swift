@@ -7,58 +7,98 @@ public enum OutcomeStatus: String, Sendable, CaseIterable {
 }
 
 /// A status change of one notification, as published on `herald.outcomes`.
+///
+/// The fields it carries over from its candidate (id, rule, shop, user, priority, channels,
+/// tags, trigger events, event time, rules version) are read from the candidate itself,
+/// shared, not copied: making an outcome retains one reference. Changing one of them gives
+/// the outcome a candidate of its own (copy-on-write).
 public struct Outcome: Sendable, Equatable {
-    public var notificationID: String
+    /// The candidate the carried-over fields are read from (for an outcome decoded from a
+    /// message: one holding just those fields).
+    var source: Candidate
     public var status: OutcomeStatus
     public var reason: String?
-    public var ruleID: String
-    public var shopID: String
-    public var userID: String
-    public var priority: Priority
-    public var channels: [String]
-    public var variant: String?
-    public var title: String?
-    public var body: String?
-    public var mergedInto: String?
-    public var dueAt: Timestamp?
-    public var escalated: Bool
-    public var tags: [String]
-    public var triggerEventIDs: [String]
-    public var eventTime: Timestamp
+    public var variant: String? = nil
+    public var title: String? = nil
+    public var body: String? = nil
+    public var mergedInto: String? = nil
+    public var dueAt: Timestamp? = nil
+    public var escalated = false
     public var decidedAt: Timestamp
-    public var rulesVersion: String
 
+    public var notificationID: String {
+        get { source.id }
+        set { source.id = newValue }
+    }
+    public var ruleID: String {
+        get { source.ruleID }
+        set { source.ruleID = newValue }
+    }
+    public var shopID: String {
+        get { source.shopID }
+        set { source.shopID = newValue }
+    }
+    public var userID: String {
+        get { source.userID }
+        set { source.userID = newValue }
+    }
+    public var priority: Priority {
+        get { source.priority }
+        set { source.priority = newValue }
+    }
+    public var channels: [String] {
+        get { source.channels }
+        set { source.channels = newValue }
+    }
+    public var tags: [String] {
+        get { source.tags }
+        set { source.tags = newValue }
+    }
+    public var triggerEventIDs: [String] {
+        get { source.triggerEventIDs }
+        set { source.triggerEventIDs = newValue }
+    }
+    public var eventTime: Timestamp {
+        get { source.eventTime }
+        set { source.eventTime = newValue }
+    }
+    public var rulesVersion: String {
+        get { source.rulesVersion }
+        set { source.rulesVersion = newValue }
+    }
+
+    /// Equal when every field an outcome has is equal (not the rest of the candidates they
+    /// were made from).
+    public static func == (a: Outcome, b: Outcome) -> Bool {
+        a.status == b.status && a.reason == b.reason && a.variant == b.variant && a.title == b.title
+            && a.body == b.body && a.mergedInto == b.mergedInto && a.dueAt == b.dueAt && a.escalated == b.escalated
+            && a.decidedAt == b.decidedAt && a.notificationID == b.notificationID && a.ruleID == b.ruleID
+            && a.shopID == b.shopID && a.userID == b.userID && a.priority == b.priority && a.channels == b.channels
+            && a.tags == b.tags && a.triggerEventIDs == b.triggerEventIDs && a.eventTime == b.eventTime
+            && a.rulesVersion == b.rulesVersion
+    }
+
+}
+
+// The inits are in an extension so that the struct keeps its memberwise init, which the
+// shaper uses: `out.append(Outcome(source:…))` stores the outcome straight into the array,
+// where an explicit init assigning each member made and destroyed a copy of it (Swift 6.3).
+extension Outcome {
     public init(notificationID: String, status: OutcomeStatus, reason: String?, ruleID: String, shopID: String,
                 userID: String, priority: Priority, channels: [String], variant: String?, title: String?, body: String?,
                 mergedInto: String?, dueAt: Timestamp?, escalated: Bool, tags: [String], triggerEventIDs: [String],
                 eventTime: Timestamp, decidedAt: Timestamp, rulesVersion: String) {
-        self.notificationID = notificationID
-        self.status = status
-        self.reason = reason
-        self.ruleID = ruleID
-        self.shopID = shopID
-        self.userID = userID
-        self.priority = priority
-        self.channels = channels
-        self.variant = variant
-        self.title = title
-        self.body = body
-        self.mergedInto = mergedInto
-        self.dueAt = dueAt
-        self.escalated = escalated
-        self.tags = tags
-        self.triggerEventIDs = triggerEventIDs
-        self.eventTime = eventTime
-        self.decidedAt = decidedAt
-        self.rulesVersion = rulesVersion
+        let source = Candidate(id: notificationID, ruleID: ruleID, shopID: shopID, userID: userID, priority: priority,
+                               channels: channels, template: "", escalate: false, tags: tags,
+                               triggerEventIDs: triggerEventIDs, eventTime: eventTime, firedAt: eventTime,
+                               rulesVersion: rulesVersion, event: JSONObject(), user: JSONObject())
+        self.init(source: source, status: status, reason: reason, variant: variant, title: title, body: body,
+                  mergedInto: mergedInto, dueAt: dueAt, escalated: escalated, decidedAt: decidedAt)
     }
 
     /// An outcome for `candidate` with nothing rendered yet.
     public init(candidate c: Candidate, status: OutcomeStatus, reason: String?, decidedAt: Timestamp) {
-        self.init(notificationID: c.id, status: status, reason: reason, ruleID: c.ruleID, shopID: c.shopID,
-                  userID: c.userID, priority: c.priority, channels: c.channels, variant: nil, title: nil, body: nil,
-                  mergedInto: nil, dueAt: nil, escalated: false, tags: c.tags, triggerEventIDs: c.triggerEventIDs,
-                  eventTime: c.eventTime, decidedAt: decidedAt, rulesVersion: c.rulesVersion)
+        self.init(source: c, status: status, reason: reason, decidedAt: decidedAt)
     }
 
     public var json: [UInt8] {

@@ -12,7 +12,7 @@ public enum StableID {
         var h = Hasher128()
         for (i, part) in parts.enumerated() {
             if i > 0 { h.add(0x1F) }
-            for b in part.utf8 { h.add(b) }
+            h.add(part)
         }
         return h
     }
@@ -57,15 +57,44 @@ public enum StableID {
 
     /// A uniformly distributed 64-bit value for one string.
     public static func hash64(_ s: String) -> UInt64 {
-        var h = Hasher128()
-        for b in s.utf8 { h.add(b) }
-        return h.finish().0
+        var h = Hasher64()
+        h.add(s)
+        return h.finish()
     }
 
     /// A uniformly distributed 64-bit value for the parts (A/B assignment and the like).
     public static func hash64(_ parts: [String]) -> UInt64 {
-        hasher(parts).finish().0
+        var h = Hasher64()
+        for (i, part) in parts.enumerated() {
+            if i > 0 { h.add(0x1F) }
+            h.add(part)
+        }
+        return h.finish()
     }
+}
+
+/// The first lane of `Hasher128` alone: `finish()` is `Hasher128.finish().0` for the same
+/// bytes (tested), at half the work per byte.
+struct Hasher64 {
+    private var a: UInt64 = 0xcbf2_9ce4_8422_2325
+    private var length: UInt64 = 0
+
+    mutating func add(_ byte: UInt8) {
+        a = (a ^ UInt64(byte)) &* 0x0000_0100_0000_01B3
+        length &+= 1
+    }
+
+    mutating func add(_ s: String) {
+        var s = s
+        s.withUTF8 { bytes in
+            var a = self.a
+            for byte in bytes { a = (a ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }
+            self.a = a
+            length &+= UInt64(bytes.count)
+        }
+    }
+
+    func finish() -> UInt64 { Hasher128.mix(a ^ length) }
 }
 
 /// Two FNV-1a lanes with different seeds, each finished with a SplitMix64 avalanche.
@@ -79,6 +108,22 @@ struct Hasher128 {
         a = (a ^ UInt64(byte)) &* 0x0000_0100_0000_01B3
         b = (b ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 ^ (b >> 29)
         length &+= 1
+    }
+
+    /// The string's UTF-8 bytes, as `add(_:)` one at a time would, read from its contiguous
+    /// storage (iterating `utf8` decodes each byte of a small string anew).
+    mutating func add(_ s: String) {
+        var s = s
+        s.withUTF8 { bytes in
+            var a = self.a, b = self.b
+            for byte in bytes {
+                a = (a ^ UInt64(byte)) &* 0x0000_0100_0000_01B3
+                b = (b ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 ^ (b >> 29)
+            }
+            self.a = a
+            self.b = b
+            length &+= UInt64(bytes.count)
+        }
     }
 
     func finish() -> (UInt64, UInt64) {

@@ -40,6 +40,9 @@ public struct Shaper: Sendable {
     var timerSequence: UInt64 = 0
     /// Time zones by name, each an index into `zones`.
     private var timeZones: [String: Int] = [:]
+    /// The names of the first zones in `zones`, in order: most candidates name one of a few
+    /// zones, and comparing a short string costs less than hashing it.
+    private var firstZoneNames: [String] = []
     private var zones: [ZoneOffsets] = []
     var lastSweep: Timestamp?
     public internal(set) var clock: Timestamp?
@@ -94,7 +97,8 @@ public struct Shaper: Sendable {
     }
 
     public mutating func process(_ c: Candidate, into out: inout [Outcome]) {
-        process(c, keyHash: nil, into: &out)
+        var holder = ShaperUser()
+        process(c, keyHash: nil, holder: &holder, into: &out)
     }
 
     /// Shapes `batch` in order: the same outcomes as `process(_:into:)` for each candidate.
@@ -104,18 +108,22 @@ public struct Shaper: Sendable {
     /// instead of coming one after another; then the group is decided in order. The reads
     /// change nothing.
     public mutating func process(contentsOf batch: Span<Candidate>, into out: inout [Outcome]) {
+        var holder = ShaperUser()
         var start = 0
         while start < batch.count {
             let end = min(start + group, batch.count)
             groupHashes.removeAll(keepingCapacity: true)
             groupSlots.removeAll(keepingCapacity: true)
-            for i in start..<end {
-                let h = StableHash64.of(batch[i].shopID, batch[i].userID)
-                groupHashes.append(h)
+            // Hashing first, then the table reads on their own: a tight loop of independent
+            // loads whose misses overlap (interleaved with the hashing, only two or three do).
+            for i in start..<end { warmed &+= batch[i].touchBox }
+            for i in start..<end { groupHashes.append(StableHash64.of(batch[i].shopID, batch[i].userID)) }
+            for h in groupHashes {
                 if let s = users.slotGuess(hash: h) { groupSlots.append(s) }
             }
+            for i in start..<end { warmed &+= batch[i].touch }
             warmGroupSlots()
-            for i in start..<end { process(batch[i], keyHash: groupHashes[i - start], into: &out) }
+            for i in start..<end { process(batch[i], keyHash: groupHashes[i - start], holder: &holder, into: &out) }
             start = end
         }
     }
@@ -128,12 +136,15 @@ public struct Shaper: Sendable {
     private var groupSlots: [UInt32] = []
     /// Timers taken off the heap, due and not fired yet (`advance`).
     private var dueTimers: [TimerHeapOf<UInt32>.Entry] = []
+    /// The bytes of the message being rendered, kept between messages.
+    private var renderScratch: [UInt8] = []
     /// Where the reads of `warmGroupSlots` go, so that they are not optimised away.
     private var warmed = 0
 
     /// Reads the state of `groupSlots`' users, one step for all of them at a time: the keys
     /// and state rows, then the seen-id, history, window and deferred-message buffers they
-    /// point to. Decides and changes nothing.
+    /// point to (every entry: deciding scans them), then the candidates held in windows and
+    /// deferred messages. Decides and changes nothing.
     private mutating func warmGroupSlots() {
         warmed &+= readGroupSlots()
     }
@@ -144,20 +155,34 @@ public struct Shaper: Sendable {
         for s in groupSlots where Int(s) < rows.count {
             sum &+= users.touch(s) &+ (rows[Int(s)].present ? 1 : 0)
         }
+        // Each member read in place (a copy of the row would retain every buffer).
         for s in groupSlots where Int(s) < rows.count {
-            // Each member read in place (a copy of the row would retain every buffer).
-            sum &+= rows[Int(s)].seen.count &+ rows[Int(s)].history.count
+            for e in rows[Int(s)].seen.span.indices { sum &+= Int(truncatingIfNeeded: rows[Int(s)].seen.span[e].hash) }
+            for e in rows[Int(s)].history.span.indices {
+                sum &+= Int(truncatingIfNeeded: rows[Int(s)].history.span[e].time.microseconds)
+            }
             sum &+= rows[Int(s)].deferred.count &+ rows[Int(s)].windows.count
+        }
+        for s in groupSlots where Int(s) < rows.count {
+            let deferred = rows[Int(s)].deferred.span
+            for e in deferred.indices { sum &+= deferred[e].message.candidate.touch }
+            let windows = rows[Int(s)].windows.span
+            for w in windows.indices {
+                let members = windows[w].members.span
+                if !members.isEmpty { sum &+= members[members.count - 1].touch }
+            }
         }
         return sum
     }
 
-    private mutating func process(_ c: Candidate, keyHash: UInt64?, into out: inout [Outcome]) {
+    /// `user`: an empty state the candidate's user's is swapped with while it is decided
+    /// (the caller's, kept across candidates: making and destroying one per candidate costs).
+    private mutating func process(_ c: Candidate, keyHash: UInt64?, holder user: inout ShaperUser,
+                                  into out: inout [Outcome]) {
         advance(to: c.firedAt, into: &out)
         // Taken out of its slot by a swap (no copy) and swapped back when done; nothing
         // below adds or removes users.
         let slot = slot(shop: c.shopID, user: c.userID, hash: keyHash)
-        var user = ShaperUser()
         swap(&user, &states[Int(slot)])
         defer { swap(&user, &states[Int(slot)]) }
         markDirty(&user, slot)
@@ -173,16 +198,16 @@ public struct Shaper: Sendable {
         // A firing that failed in the trigger fails here, whatever the policies say.
         let plan = plan(for: c.ruleID)
         if c.failure != nil {
-            out.append(send(c, items: nil, plan: plan, decidedAt: now))
+            send(c, items: nil, plan: plan, decidedAt: now, into: &out)
             return
         }
         // 2. Opt-out. The candidate goes on as it is (borrowed, not copied) unless a channel
         // is filtered out.
         let channels = user.preferences.allowedChannels(c.channels, rule: c.ruleID, priority: c.priority, at: now)
         if channels.isEmpty {
-            var suppressed = Outcome(candidate: c, status: .suppressed, reason: "opted_out", decidedAt: now)
-            suppressed.channels = channels
-            out.append(suppressed)
+            var filtered = c
+            filtered.channels = channels
+            out.append(Outcome(source: filtered, status: .suppressed, reason: "opted_out", decidedAt: now))
         } else if channels.count == c.channels.count {
             mergeOrDeliver(c, idHash: idHash, plan: plan, at: now, slot: slot, user: &user, into: &out)
         } else {
@@ -234,7 +259,9 @@ public struct Shaper: Sendable {
     }
 
     private func plan(for ruleID: String) -> RulePlan {
-        if let p = planList.first(where: { $0.ruleID == ruleID }) { return p }
+        // Lengths first: most ids that differ differ in length, which costs no comparison.
+        let length = ruleID.utf8.count
+        if let p = planList.first(where: { $0.ruleIDLength == length && $0.ruleID == ruleID }) { return p }
         return plans[ruleID] ?? RulePlan(ruleID: ruleID, rule: nil, policies: rules.policies,
                                          experiment: experiments[ruleID], templates: rules.templates)
     }
@@ -282,6 +309,7 @@ public struct Shaper: Sendable {
                 groupSlots.append(t.user)
             }
             warmGroupSlots()
+            var holder = ShaperUser()
             var k = 0
             while k < dueTimers.count {
                 let next: TimerHeapOf<UInt32>.Entry
@@ -293,7 +321,7 @@ public struct Shaper: Sendable {
                     k += 1
                 }
                 clock = max(clock ?? next.due, next.due)
-                fire(next, into: &out)
+                fire(next, holder: &holder, into: &out)
             }
         }
         clock = max(clock ?? time, time)
@@ -323,7 +351,7 @@ public struct Shaper: Sendable {
                 do {
                     key = StableID.hash64(try render(template, c, items))
                 } catch {
-                    out.append(Outcome(candidate: c, status: .failed, reason: error.reason, decidedAt: now))
+                    out.append(Outcome(source: c, status: .failed, reason: error.reason, decidedAt: now))
                     return nil
                 }
             } else {
@@ -335,7 +363,7 @@ public struct Shaper: Sendable {
                 $0.rule == rule && $0.dedupeKey == key && $0.time > now - window && $0.time <= now
                     && $0.chain != chain
             }) {
-                out.append(Outcome(candidate: c, status: .suppressed, reason: "duplicate", decidedAt: now))
+                out.append(Outcome(source: c, status: .suppressed, reason: "duplicate", decidedAt: now))
                 return nil
             }
             dedupeKey = key
@@ -344,8 +372,7 @@ public struct Shaper: Sendable {
         let shop = shopPlan(slot)
         if let quiet = shop.quiet, shop.quietBypass & c.priority.bit == 0,
            let end = quietHoursEnd(start: quiet.start, end: quiet.end, at: now, zone: zoneIndex(for: c)) {
-            out.append(Outcome(candidate: c, status: .deferred, reason: "quiet_hours", decidedAt: now))
-            out[out.count - 1].dueAt = end  // set in place: no copy of the outcome
+            out.append(Outcome(source: c, status: .deferred, reason: "quiet_hours", dueAt: end, decidedAt: now))
             // The deferred message holds its dedupe key, so a second one during the night
             // is a duplicate rather than a second message in the morning.
             user.record(Delivery(id: idHash, rule: plan.ruleHash, dedupeKey: dedupeKey, chain: chain,
@@ -371,12 +398,12 @@ public struct Shaper: Sendable {
             for d in user.history where d.sent && d.time > from && d.time <= now { sent += 1 }
             if sent >= cap.max {
                 if held { user.history.removeAll { $0.id == idHash } }
-                out.append(Outcome(candidate: c, status: .suppressed, reason: "frequency_cap", decidedAt: now))
+                out.append(Outcome(source: c, status: .suppressed, reason: "frequency_cap", decidedAt: now))
                 return
             }
         }
         // 7. Render and send.
-        out.append(send(c, items: items, plan: plan, decidedAt: now))  // read in place below: no copy
+        send(c, items: items, plan: plan, decidedAt: now, into: &out)  // read in place below: no copy
         if held { user.history.removeAll { $0.id == idHash } }
         if out[out.count - 1].status == .sent {
             user.record(Delivery(id: idHash, rule: plan.ruleHash, dedupeKey: dedupeKey, chain: chain,
@@ -384,10 +411,13 @@ public struct Shaper: Sendable {
         }
     }
 
-    /// Step 7: variant, render and send; a render error makes the outcome `failed` with its reason.
-    private func send(_ c: Candidate, items: [JSONValue]?, plan: RulePlan, decidedAt: Timestamp) -> Outcome {
+    /// Step 7: variant, render and send; a render error makes the outcome `failed` with its
+    /// reason. The outcome is appended as it is made, in one expression (no copy of it).
+    private mutating func send(_ c: Candidate, items: [JSONValue]?, plan: RulePlan, decidedAt: Timestamp,
+                      into out: inout [Outcome]) {
         if let failure = c.failure {
-            return Outcome(candidate: c, status: .failed, reason: failure, decidedAt: decidedAt)
+            out.append(Outcome(source: c, status: .failed, reason: failure, decidedAt: decidedAt))
+            return
         }
         var templateName = c.template
         var variant: String?
@@ -396,26 +426,23 @@ public struct Shaper: Sendable {
             variant = v.name
             templateName = v.template
         }
-        // Rendered first, then the outcome built once (no copy of it on either path).
-        var outcome: Outcome
-        if let template = plan.template(templateName) ?? rules.templates[templateName] {
-            do {
-                let title = try template.title.map { t throws(RenderError) in try render(t, c, items) }
-                let body = try render(template.body, c, items)
-                outcome = Outcome(candidate: c, status: .sent, reason: nil, decidedAt: decidedAt)
-                outcome.title = title
-                outcome.body = body
-                outcome.escalated = c.escalate
-            } catch {
-                outcome = Outcome(candidate: c, status: .failed, reason: error.reason, decidedAt: decidedAt)
-            }
-        } else {
-            outcome = Outcome(candidate: c, status: .failed,
-                              reason: RenderError.templateError("unknown template \(templateName)").reason,
-                              decidedAt: decidedAt)
+        guard let template = plan.template(templateName) ?? rules.templates[templateName].map({ NamedTemplate(templateName, $0) })
+        else {
+            out.append(Outcome(source: c, status: .failed,
+                               reason: RenderError.templateError("unknown template \(templateName)").reason,
+                               variant: variant, decidedAt: decidedAt))
+            return
         }
-        outcome.variant = variant
-        return outcome
+        let title: String?, body: String
+        do {
+            if let t = template.title { title = try render(t, c, items) } else { title = nil }
+            body = try render(template.body, c, items)
+        } catch {
+            out.append(Outcome(source: c, status: .failed, reason: error.reason, variant: variant, decidedAt: decidedAt))
+            return
+        }
+        out.append(Outcome(source: c, status: .sent, reason: nil, variant: variant, title: title, body: body,
+                           escalated: c.escalate, decidedAt: decidedAt))
     }
 
     /// The variant `user` gets for `rule`'s experiment, if it has one (conversions carry it).
@@ -438,8 +465,11 @@ public struct Shaper: Sendable {
     }
 
     /// Renders `template` for `m` in the user's time zone.
-    private func render(_ template: Template, _ c: Candidate, _ items: [JSONValue]?) throws(RenderError) -> String {
-        try template.render(timeZone: timeZoneName(c)) { Shaper.lookup($0, c, items) }
+    private mutating func render(_ template: Template, _ c: Candidate, _ items: [JSONValue]?) throws(RenderError) -> String {
+        // Only the candidate and a string are captured (capturing `self` would copy the shaper).
+        let fallback = rules.defaults.timezone
+        return try template.render(timeZone: { Shaper.timeZoneName(c, default: fallback) },
+                                   lookup: { Shaper.lookup($0, c, items) }, scratch: &renderScratch)
     }
 
     /// The value at a template path (split at its dots) in the scope templates see:
@@ -447,6 +477,11 @@ public struct Shaper: Sendable {
     /// for a digest, `items`. Only the root a path names is built.
     static func lookup(_ path: [String], _ c: Candidate, _ items: [JSONValue]?) -> JSONValue? {
         guard let first = path.first else { return nil }
+        // `event.x` and `user.x`, most tags, read straight from the object.
+        if path.count == 2 {
+            if first == "event" { return c.event[path[1]] }
+            if first == "user" { return c.user[path[1]] }
+        }
         var current: JSONValue
         switch first {
         case "event": current = .object(c.event)
@@ -481,10 +516,11 @@ public struct Shaper: Sendable {
         return timerSequence
     }
 
-    private mutating func fire(_ timer: TimerHeapOf<UInt32>.Entry, into out: inout [Outcome]) {
+    /// `user`: as for `process`.
+    private mutating func fire(_ timer: TimerHeapOf<UInt32>.Entry, holder user: inout ShaperUser,
+                               into out: inout [Outcome]) {
         let slot = timer.user
         guard Int(slot) < states.count, states[Int(slot)].present else { return }
-        var user = ShaperUser()
         swap(&user, &states[Int(slot)])
         defer { swap(&user, &states[Int(slot)]) }
         markDirty(&user, slot)
@@ -545,9 +581,7 @@ public struct Shaper: Sendable {
             for t in member.tags where !tags.contains(t) { tags.append(t) }
             priority = min(priority, member.priority)
             escalate = escalate || member.escalate
-            var merged = Outcome(candidate: member, status: .merged, reason: nil, decidedAt: now)
-            merged.mergedInto = d.id
-            out.append(merged)
+            out.append(Outcome(source: member, status: .merged, reason: nil, mergedInto: d.id, decidedAt: now))
         }
         d.channels = channels
         d.triggerEventIDs = triggers
@@ -614,17 +648,24 @@ public struct Shaper: Sendable {
     // MARK: - Time zones
 
     private func timeZoneName(_ c: Candidate) -> String {
-        c.user["timezone"]?.stringValue ?? rules.defaults.timezone
+        Shaper.timeZoneName(c, default: rules.defaults.timezone)
+    }
+
+    /// The candidate's user's time zone, else `fallback` (the rules' default).
+    private static func timeZoneName(_ c: Candidate, default fallback: String) -> String {
+        c.user["timezone"]?.stringValue ?? fallback
     }
 
     /// The index in `zones` of the candidate's time zone.
     private mutating func zoneIndex(for c: Candidate) -> Int {
         let name = timeZoneName(c)
+        for i in firstZoneNames.indices where firstZoneNames[i] == name { return i }
         if let i = timeZones[name] { return i }
         let tz = TimeZone(identifier: name) ?? TimeZone(identifier: rules.defaults.timezone) ?? TimeZone(identifier: "UTC")!
         if timeZones.count < 1024 {
             zones.append(ZoneOffsets(tz))
             timeZones[name] = zones.count - 1
+            if firstZoneNames.count < 8 { firstZoneNames.append(name) }
             return zones.count - 1
         }
         // Past 1,024 names, one more entry is made anew for each.
@@ -741,12 +782,12 @@ struct Delivery: Sendable, Equatable {
     /// A hash of a list of ids: each id's bytes followed by 0xFF, a byte UTF-8 never
     /// contains, so different lists (["a", "b"], ["a\u{1F}b"], [], [""]) hash apart.
     static func chainHash(_ ids: [String]) -> UInt64 {
-        var h = Hasher128()
+        var h = Hasher64()
         for id in ids {
-            for b in id.utf8 { h.add(b) }
+            h.add(id)
             h.add(0xFF)
         }
-        return h.finish().0
+        return h.finish()
     }
 }
 
@@ -754,6 +795,7 @@ struct Delivery: Sendable, Equatable {
 /// it up retains one reference, not each of its members).
 final class RulePlan: Sendable {
     let ruleID: String
+    let ruleIDLength: Int
     /// `StableID.hash64` of the rule id, as history records it.
     let ruleHash: UInt64
     /// A merge window longer than zero.
@@ -762,26 +804,41 @@ final class RulePlan: Sendable {
     let dedupeWindow: TimeSpan?
     let dedupeKey: Template?
     let experiment: Experiment?
-    /// The templates its candidates name (the rule's and its variants'), by name.
-    let templates: [(name: String, template: MessageTemplate)]
+    /// The templates its candidates name (the rule's and its variants').
+    let templates: [NamedTemplate]
 
-    func template(_ name: String) -> MessageTemplate? {
-        templates.first(where: { $0.name == name })?.template
+    func template(_ name: String) -> NamedTemplate? {
+        templates.first(where: { $0.name == name })
     }
 
     init(ruleID: String, rule: Rule?, policies: Policies, experiment: Experiment?, templates all: [String: MessageTemplate]) {
-        var named: [(name: String, template: MessageTemplate)] = []
+        var named: [NamedTemplate] = []
         for name in [rule?.notify.template].compactMap({ $0 }) + (experiment?.variants.map(\.template) ?? []) {
-            if let t = all[name], !named.contains(where: { $0.name == name }) { named.append((name, t)) }
+            if let t = all[name], !named.contains(where: { $0.name == name }) { named.append(NamedTemplate(name, t)) }
         }
         templates = named
         self.ruleID = ruleID
+        ruleIDLength = ruleID.utf8.count
         ruleHash = StableID.hash64(ruleID)
         merge = rule?.merge.flatMap { $0.window.microseconds > 0 ? $0 : nil }
         let window = rule?.dedupe?.window ?? policies.dedupeWindow
         dedupeWindow = window.flatMap { $0.microseconds > 0 ? $0 : nil }
         dedupeKey = rule?.dedupe?.key
         self.experiment = experiment
+    }
+}
+
+/// A template and the name candidates give it (a class: finding it retains one reference,
+/// not each of its texts' parts).
+final class NamedTemplate: Sendable {
+    let name: String
+    let title: Template?
+    let body: Template
+
+    init(_ name: String, _ template: MessageTemplate) {
+        self.name = name
+        title = template.title
+        body = template.body
     }
 }
 
@@ -893,6 +950,7 @@ struct Preferences: Sendable {
     }
 
     func allowedChannels(_ channels: [String], rule: String, priority: Priority, at time: Timestamp) -> [String] {
+        if optedOut.isEmpty && pending.isEmpty { return channels }
         var set = optedOut
         for change in pending where change.time <= time { Preferences.apply(change, to: &set) }
         if set.isEmpty { return channels }

@@ -245,7 +245,7 @@ extension Template {
     /// Renders against `root`, an object whose members are the template's roots
     /// (`event`, `user`, `rule`, `notification`, `items`). `timeZone` is the user's, for `date`.
     public func render(_ root: JSONValue, timeZone: String) throws(RenderError) -> String {
-        try render(timeZone: timeZone) { components in
+        try render(timeZone: { timeZone }) { components in
             var current = root
             for part in components {
                 guard case .object(let object) = current, let next = object[part] else { return nil }
@@ -257,21 +257,32 @@ extension Template {
 
     /// Renders with `lookup` giving the value at a tag's path (its `components`), as
     /// `root[path:]` would: for callers that can resolve paths without building a root.
-    func render(timeZone: String, lookup: ([String]) -> JSONValue?) throws(RenderError) -> String {
-        if parts.count == 1, case .text(let s) = parts[0] { return s }
-        var out = ""
-        // One allocation for most messages: values are usually shorter than their tags.
-        out.reserveCapacity(source.utf8.count + 16)
-        for part in parts {
-            switch part {
-            case .text(let s): out += s
-            case .tag(let tag): out += try Template.render(tag, lookup(tag.components), timeZone: timeZone)
-            }
-        }
-        return out
+    /// `timeZone` is only asked for by a `date` filter.
+    func render(timeZone: () -> String, lookup: ([String]) -> JSONValue?) throws(RenderError) -> String {
+        var scratch: [UInt8] = []
+        return try render(timeZone: timeZone, lookup: lookup, scratch: &scratch)
     }
 
-    private static func render(_ tag: Tag, _ found: JSONValue?, timeZone: String) throws(RenderError) -> String {
+    /// `scratch`: a buffer for the message's bytes, kept by a caller that renders many.
+    func render(timeZone: () -> String, lookup: ([String]) -> JSONValue?,
+                scratch out: inout [UInt8]) throws(RenderError) -> String {
+        if parts.count == 1, case .text(let s) = parts[0] { return s }
+        // The UTF-8 bytes first, then the string: appending bytes is a copy, appending to a
+        // String costs several times more (flags, capacity and count checks per append).
+        out.removeAll(keepingCapacity: true)
+        out.reserveCapacity(source.utf8.count + 16)
+        for part in parts {
+            var piece: String
+            switch part {
+            case .text(let s): piece = s
+            case .tag(let tag): piece = try Template.render(tag, lookup(tag.components), timeZone: timeZone)
+            }
+            piece.withUTF8 { out.append(contentsOf: $0) }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    private static func render(_ tag: Tag, _ found: JSONValue?, timeZone: () -> String) throws(RenderError) -> String {
         var value = found
         if value?.isNull == true { value = nil }
         for filter in tag.filters {
@@ -292,7 +303,7 @@ extension Template {
         }
     }
 
-    private static func apply(_ filter: Filter, _ value: JSONValue?, path: String, timeZone: String) throws(RenderError) -> JSONValue? {
+    private static func apply(_ filter: Filter, _ value: JSONValue?, path: String, timeZone: () -> String) throws(RenderError) -> JSONValue? {
         if case .default(let fallback) = filter {
             return value ?? .string(fallback)
         }
@@ -310,8 +321,9 @@ extension Template {
             guard case .string(let s) = value, let t = Timestamp(rfc3339: s) else {
                 throw .templateError("date: \(path) is not an RFC 3339 timestamp")
             }
-            guard let formatted = formatDate(t, format: format, timeZone: timeZone) else {
-                throw .templateError("date: unknown time zone \(timeZone)")
+            let zone = timeZone()
+            guard let formatted = formatDate(t, format: format, timeZone: zone) else {
+                throw .templateError("date: unknown time zone \(zone)")
             }
             return .string(formatted)
         case .count:

@@ -48,8 +48,17 @@ struct UserSlots: Sendable {
     /// compare the key.
     func slotGuess(hash: UInt64) -> UInt32? {
         guard !table.isEmpty else { return nil }
-        let e = table[Int(truncatingIfNeeded: hash >> 32) & (table.count - 1)]
-        return e != 0 && e >> 32 == hash >> 32 ? UInt32(truncatingIfNeeded: e) - 1 : nil
+        // The first entries probing would read (a key is often a step or two past where
+        // its probing starts): mostly the same cache line.
+        let mask = table.count - 1
+        var i = Int(truncatingIfNeeded: hash >> 32) & mask
+        for _ in 0..<4 {
+            let e = table[i]
+            if e == 0 { return nil }
+            if e >> 32 == hash >> 32 { return UInt32(truncatingIfNeeded: e) - 1 }
+            i = (i + 1) & mask
+        }
+        return nil
     }
 
     /// Reads the slot's key (for a batch's first pass); the value means nothing.
@@ -132,10 +141,10 @@ struct StableHash64 {
         s.withUTF8 { b in
             let n = b.count
             var i = 0
+            // Each 8 bytes as one little-endian word (what OR-ing them in byte by byte gives).
+            let raw = UnsafeRawBufferPointer(b)
             while i + 8 <= n {
-                var w: UInt64 = 0
-                for k in 0..<8 { w |= UInt64(b[i + k]) << (8 * UInt64(k)) }
-                word(w)
+                word(UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: i, as: UInt64.self)))
                 i += 8
             }
             var w: UInt64 = 0
