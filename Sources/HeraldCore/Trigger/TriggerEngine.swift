@@ -441,14 +441,19 @@ final class EventPlan: Sendable {
     let resets: [Int]
     /// Whether it can cancel or convert a firing (kept while ahead of the clock).
     let cancelsOrConverts: Bool
+    /// Whether it can cancel a pending firing by `cancel_on` or be a goal: what the pending
+    /// firings are checked against when it arrives. An idle rule's own events only move its
+    /// timer (`on: "*"` makes every event `cancelsOrConverts`, not this).
+    let cancelsPending: Bool
     /// Rules whose goal it is.
     let goalOf: [Int]
 
-    init(listening: [Int], counted: [Int], resets: [Int], cancelsOrConverts: Bool, goalOf: [Int]) {
+    init(listening: [Int], counted: [Int], resets: [Int], cancelsOrConverts: Bool, cancelsPending: Bool, goalOf: [Int]) {
         self.listening = listening
         self.counted = counted
         self.resets = resets
         self.cancelsOrConverts = cancelsOrConverts
+        self.cancelsPending = cancelsPending
         self.goalOf = goalOf
     }
 }
@@ -732,7 +737,9 @@ struct RuleLogic {
             }
         }
 
-        if ep.cancelsOrConverts {
+        // (Only `cancel_on` and goal events: `cancels(_:_:idle: false)` is false for every
+        // other event, and a goal event is one.)
+        if ep.cancelsPending {
             let ref = SeenRef(eventID: event.eventID, time: t, topic: event.topic, type: event.type, fields: event.body)
             // Cancellations: after the trigger, before the fire time, matching fields equal.
             // (Idle timers move with their rule's events below.)

@@ -15,6 +15,8 @@ final class TriggerPlan: Sendable {
     /// Events that can cancel or convert a firing: cancel_on and goal events, and the `on`
     /// events of idle rules.
     let cancellingPatterns: [EventPattern]
+    /// The same without idle rules' own events (`EventPlan.cancelsPending`).
+    let pendingCancellingPatterns: [EventPattern]
 
     let rules: [Rule]
     /// The rules file's version hash, stored with every candidate.
@@ -76,6 +78,9 @@ final class TriggerPlan: Sendable {
         for rule in rules.rules {
             cancelling += rule.cancel?.events ?? []
             if let g = rule.goal { cancelling.append(g.event) }
+        }
+        pendingCancellingPatterns = cancelling
+        for rule in rules.rules {
             if case .idle = rule.timing { cancelling += rule.on }
         }
         cancellingPatterns = cancelling
@@ -95,6 +100,7 @@ final class TriggerPlan: Sendable {
                          counted: countedPatterns.indices.filter { countedPatterns[$0].matches(topic: topic, type: type) },
                          resets: resets,
                          cancelsOrConverts: cancellingPatterns.contains { $0.matches(topic: topic, type: type) },
+                         cancelsPending: pendingCancellingPatterns.contains { $0.matches(topic: topic, type: type) },
                          goalOf: goalOf)
     }
 
