@@ -132,12 +132,13 @@ public struct Candidate: Sendable, Equatable {
     var touchBox: Int { Int(truncatingIfNeeded: box.fields.firedAt.microseconds) }
 
     /// Reads the box and the lists deciding reads first — trigger ids, the user's and the
-    /// event's members (for a batch's first pass, which only reads so that cache misses
-    /// overlap); the value means nothing.
+    /// event's member names and values (for a batch's first pass, which only reads so that
+    /// cache misses overlap); the value means nothing.
     var touch: Int {
         let f = box
         return Int(truncatingIfNeeded: f.fields.firedAt.microseconds) &+ f.fields.triggerEventIDs.count
-            &+ f.fields.user.count &+ f.fields.event.count
+            &+ f.fields.user.keys.count &+ f.fields.user.values.count &+ f.fields.event.keys.count
+            &+ f.fields.event.values.count
     }
 
     public static func == (a: Candidate, b: Candidate) -> Bool {

@@ -271,9 +271,11 @@ extension Template {
         // String costs several times more (flags, capacity and count checks per append).
         out.removeAll(keepingCapacity: true)
         out.reserveCapacity(source.utf8.count + 16)
-        for part in parts {
+        // The parts read in place through a span (iterating the array copies each part).
+        let all = parts.span
+        for i in all.indices {
             var piece: String
-            switch part {
+            switch all[i] {
             case .text(let s): piece = s
             case .tag(let tag): piece = try Template.render(tag, lookup(tag.components), timeZone: timeZone)
             }
