@@ -115,6 +115,7 @@ public struct ShapeLogicBenchmark {
             }
             out.removeAll(keepingCapacity: true)
         }
+        let faultsBefore = ThreadCPUClock.minorFaults()
         let (seconds, cpu) = ThreadCPUClock.measure {
             // As the worker does: the candidates ready at once go in as one batch, here 256
             // of them, borrowed from the array through a span (`input[i]` would copy the
@@ -136,6 +137,7 @@ public struct ShapeLogicBenchmark {
                 }
             }
         }
+        print("page faults during the timed loop: \(ThreadCPUClock.minorFaults() - faultsBefore)")
         var byStatus: [String: Int] = [:]
         for (i, status) in OutcomeStatus.allCases.enumerated() where counts[i] > 0 { byStatus[status.rawValue] = counts[i] }
         for (r, n) in reasons { byStatus["reason " + r] = n }
@@ -151,6 +153,13 @@ enum ThreadCPUClock {
         var t = timespec()
         clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t)
         return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
+    }
+
+    /// Minor page faults of the process so far (its other threads are idle while this runs).
+    static func minorFaults() -> Int {
+        var u = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &u)
+        return u.ru_minflt
     }
 
     /// Wall and thread CPU seconds of `body`.
