@@ -77,7 +77,6 @@ public struct Outcome: Sendable, Equatable {
             && a.tags == b.tags && a.triggerEventIDs == b.triggerEventIDs && a.eventTime == b.eventTime
             && a.rulesVersion == b.rulesVersion
     }
-
 }
 
 // The inits are in an extension so that the struct keeps its memberwise init, which the

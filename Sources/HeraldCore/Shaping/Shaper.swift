@@ -40,9 +40,6 @@ public struct Shaper: Sendable {
     var timerSequence: UInt64 = 0
     /// Time zones by name, each an index into `zones`.
     private var timeZones: [String: Int] = [:]
-    /// The names of the first zones in `zones`, in order: most candidates name one of a few
-    /// zones, and comparing a short string costs less than hashing it.
-    private var firstZoneNames: [String] = []
     private var zones: [ZoneOffsets] = []
     var lastSweep: Timestamp?
     public internal(set) var clock: Timestamp?
@@ -565,29 +562,25 @@ public struct Shaper: Sendable {
     private func digest(of window: consuming MergeWindow, at now: Timestamp, into out: inout [Outcome]) -> Message {
         // A single member is moved out of the window, not copied.
         guard window.members.count > 1 else { return Message(window.members.removeLast()) }
+        // The digest's fields changed as a value, then boxed once (each member set on a
+        // `Candidate` makes a new box).
         let first = window.members[0]
-        var d = first
+        var d = first.fields
         d.id = Candidate.digestID(of: first)
         d.template = rulesByID[window.ruleID]?.merge?.template ?? first.template
         d.firedAt = now
-        var channels: [String] = []
-        var triggers: [String] = []
-        var priority = first.priority
-        var escalate = false
-        var tags: [String] = []
+        d.channels = []
+        d.triggerEventIDs = []
+        d.tags = []
+        d.escalate = false
         for member in window.members {
-            for ch in member.channels where !channels.contains(ch) { channels.append(ch) }
-            for t in member.triggerEventIDs where !triggers.contains(t) { triggers.append(t) }
-            for t in member.tags where !tags.contains(t) { tags.append(t) }
-            priority = min(priority, member.priority)
-            escalate = escalate || member.escalate
+            for ch in member.channels where !d.channels.contains(ch) { d.channels.append(ch) }
+            for t in member.triggerEventIDs where !d.triggerEventIDs.contains(t) { d.triggerEventIDs.append(t) }
+            for t in member.tags where !d.tags.contains(t) { d.tags.append(t) }
+            d.priority = min(d.priority, member.priority)
+            d.escalate = d.escalate || member.escalate
             out.append(Outcome(source: member, status: .merged, reason: nil, mergedInto: d.id, decidedAt: now))
         }
-        d.channels = channels
-        d.triggerEventIDs = triggers
-        d.priority = priority
-        d.escalate = escalate
-        d.tags = tags
         d.event = window.members[window.members.count - 1].event
         let items: [JSONValue] = window.members.map { member in
             .object(JSONObject([
@@ -596,7 +589,7 @@ public struct Shaper: Sendable {
                 ("event_time", .string(member.eventTime.rfc3339)),
             ]))
         }
-        return Message(d, items: items)
+        return Message(Candidate(d), items: items)
     }
 
     /// Drops what no decision will read again, and users left with nothing.
@@ -659,17 +652,18 @@ public struct Shaper: Sendable {
     /// The index in `zones` of the candidate's time zone.
     private mutating func zoneIndex(for c: Candidate) -> Int {
         let name = timeZoneName(c)
-        for i in firstZoneNames.indices where firstZoneNames[i] == name { return i }
+        // Most candidates name one of a few zones: comparing a short name costs less than
+        // hashing it.
+        for i in 0..<min(zones.count, 8) where zones[i].name == name { return i }
         if let i = timeZones[name] { return i }
         let tz = TimeZone(identifier: name) ?? TimeZone(identifier: rules.defaults.timezone) ?? TimeZone(identifier: "UTC")!
         if timeZones.count < 1024 {
-            zones.append(ZoneOffsets(tz))
+            zones.append(ZoneOffsets(tz, name: name))
             timeZones[name] = zones.count - 1
-            if firstZoneNames.count < 8 { firstZoneNames.append(name) }
             return zones.count - 1
         }
         // Past 1,024 names, one more entry is made anew for each.
-        if zones.count == 1024 { zones.append(ZoneOffsets(tz)) } else { zones[1024] = ZoneOffsets(tz) }
+        if zones.count == 1024 { zones.append(ZoneOffsets(tz, name: name)) } else { zones[1024] = ZoneOffsets(tz, name: name) }
         return 1024
     }
 
@@ -719,12 +713,17 @@ extension Int64 {
 /// every candidate, and Foundation's lookup costs far more than two comparisons.
 struct ZoneOffsets: Sendable {
     let zone: TimeZone
+    /// The name it was asked for by (a user's, possibly not a zone Foundation knows).
+    let name: String
     /// Seconds since the epoch: `offset` holds in `from..<until` (empty at first).
     private var from: Int64 = 0
     private var until: Int64 = 0
     private var offset: Int64 = 0
 
-    init(_ zone: TimeZone) { self.zone = zone }
+    init(_ zone: TimeZone, name: String? = nil) {
+        self.zone = zone
+        self.name = name ?? zone.identifier
+    }
 
     /// `zone.secondsFromGMT` at `seconds` since the epoch.
     mutating func secondsFromGMT(at seconds: Int64) -> Int64 {

@@ -25,10 +25,11 @@ public struct ShapeLogicBenchmark {
         self.users = users
     }
 
-    /// Candidates of the SPEC §3 rules for `users` users over one day, time-ordered
-    /// (≈ 86 ms apart for a million, so quiet hours, caps and windows all come into play).
-    struct Generator {
-        static let mix: [(String, String, Priority, [String], Int)] = [
+    /// Candidates of the SPEC §3 rules for `users` users over one day from `start`,
+    /// time-ordered (≈ 86 ms apart for a million, so quiet hours, caps and windows all come
+    /// into play).
+    func generate() -> [Candidate] {
+        let mix: [(String, String, Priority, [String], Int)] = [
             ("cart-abandoned", "cart_reminder", .normal, ["in_app", "sms"], 30),
             ("payment-failed", "refund_notice", .high, ["in_app"], 10),
             ("code-not-delivered", "delivery_apology", .high, ["in_app"], 8),
@@ -39,53 +40,34 @@ public struct ShapeLogicBenchmark {
             ("not-received", "ticket_ack", .high, ["in_app"], 2),
             ("margin-call", "margin_call", .urgent, ["in_app"], 8),
         ]
-        let total = Generator.mix.reduce(0) { $0 + $1.4 }
+        let total = mix.reduce(0) { $0 + $1.4 }
         var rng = SplitMix64(seed: 3)
-        let start: Timestamp
-        let step: Int64
-        let candidates: Int
-        let users: Int
-        let rulesVersion: String
-        var i = 0
-
-        init(candidates: Int, users: Int, start: Timestamp, rulesVersion: String) {
-            self.candidates = candidates
-            self.users = users
-            self.start = start
-            self.rulesVersion = rulesVersion
-            step = TimeSpan.days(1).microseconds / Int64(max(candidates, 1))
-        }
-
-        var isDone: Bool { i >= candidates }
-
-        /// Up to `n` more candidates into `out`.
-        mutating func next(_ n: Int, into out: inout [Candidate]) {
-            let end = min(i + n, candidates)
-            while i < end {
-                var pick = Int(rng.next() % UInt64(total))
-                var m = Generator.mix[0]
-                for x in Generator.mix {
-                    if pick < x.4 { m = x; break }
-                    pick -= x.4
-                }
-                let u = Int(rng.next() % UInt64(users))
-                let t = start + TimeSpan(microseconds: Int64(i) * step)
-                let shop = u % 7 == 0 ? "s42" : "s\(u % 3)"
-                let event = JSONObject([
-                    ("type", .string("x")), ("order_id", .string("o\(i)")), ("sku", .string("sku-\(u % 50)")),
-                    ("status", .string(["shipped", "out_for_delivery", "delivered"][i % 3])),
-                    ("text", .string("充值未到账")),
-                ])
-                var user = JSONObject()
-                if u % 2 == 0 { user["nickname"] = .string("u\(u)") }
-                if u % 5 == 0 { user["timezone"] = .string("Europe/London") }
-                out.append(Candidate(id: "c\(i)", ruleID: m.0, shopID: shop, userID: "u\(u)", priority: m.2,
-                                     channels: m.3, template: m.1, escalate: m.0 == "not-received", tags: [],
-                                     triggerEventIDs: ["e\(i)"], eventTime: t, firedAt: t, rulesVersion: rulesVersion,
-                                     event: event, user: user))
-                i += 1
+        let step = TimeSpan.days(1).microseconds / Int64(max(candidates, 1))
+        var out: [Candidate] = []
+        out.reserveCapacity(candidates)
+        for i in 0..<candidates {
+            var pick = Int(rng.next() % UInt64(total))
+            var m = mix[0]
+            for x in mix {
+                if pick < x.4 { m = x; break }
+                pick -= x.4
             }
+            let u = Int(rng.next() % UInt64(users))
+            let t = Self.start + TimeSpan(microseconds: Int64(i) * step)
+            let shop = u % 7 == 0 ? "s42" : "s\(u % 3)"
+            let event = JSONObject([
+                ("type", .string("x")), ("order_id", .string("o\(i)")), ("sku", .string("sku-\(u % 50)")),
+                ("status", .string(["shipped", "out_for_delivery", "delivered"][i % 3])),
+                ("text", .string("充值未到账")),
+            ])
+            var user = JSONObject()
+            if u % 2 == 0 { user["nickname"] = .string("u\(u)") }
+            if u % 5 == 0 { user["timezone"] = .string("Europe/London") }
+            out.append(Candidate(id: "c\(i)", ruleID: m.0, shopID: shop, userID: "u\(u)", priority: m.2, channels: m.3,
+                                 template: m.1, escalate: m.0 == "not-received", tags: [], triggerEventIDs: ["e\(i)"],
+                                 eventTime: t, firedAt: t, rulesVersion: rules.version, event: event, user: user))
         }
+        return out
     }
 
     /// Candidates handed to the shaper at once.
@@ -98,10 +80,7 @@ public struct ShapeLogicBenchmark {
     static let start = Timestamp(seconds: 1_767_225_600)  // 2026-01-01T00:00:00Z
 
     public func run() -> Result {
-        var generator = Generator(candidates: candidates, users: users, start: Self.start, rulesVersion: rules.version)
-        var input: [Candidate] = []
-        input.reserveCapacity(candidates)
-        generator.next(candidates, into: &input)
+        let input = generate()
         var shaper = Shaper(rules: rules)
         // As the worker does: each candidate's outcomes go out and the buffer is reused.
         var out: [Outcome] = []
